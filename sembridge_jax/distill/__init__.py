@@ -1,0 +1,1 @@
+"""Distillation: the teacher gallery, the baselines' losses and the SemBridge step."""

@@ -1,0 +1,290 @@
+"""The stages of the SemBridge pipeline, by name (a registry the CLI dispatches on).
+
+Workdir layout (every stage resumes from what is already there)::
+
+  DIR/tfds/                      built TFDS dataset (unless config.data.data_dir is set)
+  DIR/matcher/                   self-supervised MS/RGB matcher (train-matcher)
+  DIR/matching/                  pair table student id -> teacher id + match report (match)
+  DIR/teacher/                   MS teacher (train-teacher)
+  DIR/gallery/                   frozen teacher outputs for every MS train image
+  DIR/student_only/seed_S/       RGB student trained alone (train-student)
+  DIR/distill/<run>/seed_S/      distilled students (distill)
+  DIR/results.json               the comparison table (pipeline, evaluate)
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+
+class StageError(RuntimeError):
+  """A stage cannot run (missing inputs, missing feature); the message says why."""
+
+
+def data_dir(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> str:
+  return config.data.data_dir or str(workdir / "tfds")
+
+
+def load_benchmark(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  from sembridge_jax import data as data_lib
+  with config.unlocked():
+    config.data.data_dir = data_dir(config, workdir)
+  benchmark = data_lib.load_benchmark(config.data, data_dir=config.data.data_dir)
+  if benchmark.ms_channels != config.data.ms_channels:
+    raise StageError(f"config.data.ms_channels={config.data.ms_channels} but dataset "
+                     f"{benchmark.name!r} has {benchmark.ms_channels} MS channels")
+  return benchmark
+
+
+def _print(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def format_metrics(name: str, metrics: dict[str, Any]) -> str:
+  return (f"{name:<28} OA {100 * metrics['oa']:6.2f}  macro-P {100 * metrics['macro_precision']:6.2f}"
+          f"  macro-R {100 * metrics['macro_recall']:6.2f}  macro-F1 {100 * metrics['macro_f1']:6.2f}")
+
+
+def train_teacher(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=None
+                  ) -> dict[str, Any]:
+  """Trains the MS teacher on ``ms_train``; test metrics on ``ms_test``."""
+  from sembridge_jax.train import classifier
+  benchmark = benchmark or load_benchmark(config, workdir)
+  result = classifier.train_and_evaluate(config, workdir / "teacher", "teacher", benchmark=benchmark)
+  _print(format_metrics(f"teacher ({config.model.teacher}, MS)", result.metrics.as_dict()))
+  return {**result.metrics.as_dict(), "seconds": result.seconds}
+
+
+def train_student(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=None
+                  ) -> dict[str, Any]:
+  """Trains the RGB student alone, once per seed of ``config.pipeline.seeds``."""
+  from sembridge_jax.train import classifier
+  benchmark = benchmark or load_benchmark(config, workdir)
+  per_seed = {}
+  for seed in config.pipeline.seeds:
+    result = classifier.train_and_evaluate(config, workdir / "student_only" / f"seed_{seed}",
+                                           "student", seed=seed, benchmark=benchmark)
+    per_seed[seed] = {**result.metrics.as_dict(), "seconds": result.seconds}
+    _print(format_metrics(f"student alone (seed {seed})", per_seed[seed]))
+  return summarize_seeds(per_seed)
+
+
+def summarize_seeds(per_seed: dict[int, dict[str, float]]) -> dict[str, Any]:
+  """Mean and std over seeds of every metric, plus the per-seed values."""
+  keys = [k for k in next(iter(per_seed.values())) if k != "seconds"]
+  summary: dict[str, Any] = {}
+  for key in keys:
+    values = np.array([m[key] for m in per_seed.values()])
+    summary[key] = float(values.mean())
+    summary[f"{key}_std"] = float(values.std())
+  summary["per_seed"] = {str(s): m for s, m in per_seed.items()}
+  return summary
+
+
+def train_matcher(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=None
+                  ) -> dict[str, Any]:
+  """SFM part 1: the self-supervised MS/RGB matcher."""
+  from sembridge_jax.train import matcher
+  benchmark = benchmark or load_benchmark(config, workdir)
+  result = matcher.train_matcher(config, workdir, benchmark)
+  _print(f"matcher: best validation loss {result['best_val_loss']:.4f} at epoch {result['best_epoch']}")
+  return result
+
+
+def match(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=None) -> dict[str, Any]:
+  """SFM part 2: each RGB train image's nearest same-class MS image in matcher space."""
+  from sembridge_jax import matching
+  from sembridge_jax.distill.trainer import random_same_class_pairs
+  from sembridge_jax.train import matcher, sharding
+  benchmark = benchmark or load_benchmark(config, workdir)
+  ms, rgb = matcher.embed_splits(config, workdir, benchmark)
+  selection = matching.nearest_teacher_with_scores(
+      rgb.outputs["embedding"], ms.outputs["embedding"], rgb.labels, ms.labels, k=1,
+      student_chunk_size=config.matching.chunk_size, mesh=sharding.make_mesh())
+  rows = np.asarray(selection.indices)[:, 0]
+  scores = np.asarray(selection.scores)[:, 0]
+  outdir = workdir / "matching"
+  report = matching.match_report(scores, rows, len(ms.ids))
+  # Yardstick: the same embedding similarity for random same-class pairs.
+  random_rows = random_same_class_pairs(rgb.labels, ms.labels, config.seed)
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  random_scores = np.sum(unit(rgb.outputs["embedding"]) * unit(ms.outputs["embedding"][random_rows]), -1)
+  summary = {"matched_mean_similarity": float(scores.mean()),
+             "random_same_class_mean_similarity": float(random_scores.mean()),
+             "distinct_teachers": int(report.distinct_teachers),
+             "max_students_per_teacher": int(report.max_students_per_teacher)}
+  if jax.process_index() == 0:
+    outdir.mkdir(parents=True, exist_ok=True)
+    np.savez(outdir / "pairs.npz", student_id=rgb.ids, teacher_id=ms.ids[rows], similarity=scores)
+    matching.write_match_report(report, outdir, "initial")
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=2))
+  _print("match: " + matching.format_match_report(report).replace("\n", "; "))
+  _print(f"match: mean cosine similarity {summary['matched_mean_similarity']:.3f} (matched) vs "
+         f"{summary['random_same_class_mean_similarity']:.3f} (random same-class pairs)")
+  return summary
+
+
+def teacher_gallery(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark):
+  from sembridge_jax.distill.gallery import build_gallery, gallery_path
+  if not (workdir / "teacher" / "checkpoints").exists():
+    raise StageError("no trained teacher in the workdir: run `sembridge-jax train-teacher` first")
+  return build_gallery(config, workdir / "teacher", benchmark, gallery_path(workdir))
+
+
+def distill_runs(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark, runs,
+                 seeds) -> dict[str, Any]:
+  """Trains every (run, seed) cell; returns per-run summaries over seeds."""
+  from sembridge_jax.distill import trainer
+  gallery = teacher_gallery(config, workdir, benchmark)
+  out = {}
+  for run in runs:
+    if run.sembridge and config.distill.use_sfm and not (workdir / "matching" / "pairs.npz").exists():
+      raise StageError("SemBridge needs the SFM pair table: run `sembridge-jax train-matcher` and "
+                       "`sembridge-jax match` first (or set --config.distill.use_sfm=False)")
+    per_seed = {}
+    for seed in seeds:
+      result = trainer.distill(config, workdir, benchmark, gallery, run, seed=seed)
+      per_seed[seed] = {k: v for k, v in result.items() if k not in ("state", "modeldef")}
+      _print(format_metrics(f"{run.name} (seed {seed})", per_seed[seed]))
+    out[run.name] = summarize_seeds(per_seed)
+  return out
+
+
+def distill(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=None) -> dict[str, Any]:
+  """Distils students with ``config.distill.method`` (under SemBridge unless
+  ``config.distill.sembridge`` is False), once per seed of ``config.pipeline.seeds``."""
+  from sembridge_jax.distill.trainer import DistillRun
+  benchmark = benchmark or load_benchmark(config, workdir)
+  run = DistillRun(config.distill.method, bool(config.distill.sembridge))
+  return distill_runs(config, workdir, benchmark, [run], config.pipeline.seeds)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=None
+             ) -> dict[str, Any]:
+  """Collects the test metrics of every finished run in the workdir into results.json."""
+  results = collect_results(workdir)
+  if not results:
+    raise StageError(f"no finished runs under {workdir}")
+  results["config"] = config.to_dict()
+  previous = workdir / "results.json"
+  if previous.exists():
+    results["timings"] = json.loads(previous.read_text()).get("timings", {})
+  write_results(workdir, results)
+  print_results_table(results)
+  return results
+
+
+def _read_metrics(path: pathlib.Path) -> dict[str, float]:
+  metrics = json.loads(path.read_text())
+  return {k: metrics[k] for k in ("oa", "macro_precision", "macro_recall", "macro_f1")}
+
+
+def collect_results(workdir: pathlib.Path) -> dict[str, Any]:
+  """``{"teacher": ..., "student_only": ..., "<run>": ...}`` from test_metrics.json files."""
+  results: dict[str, Any] = {}
+  if (workdir / "teacher" / "test_metrics.json").exists():
+    teacher = _read_metrics(workdir / "teacher" / "test_metrics.json")
+    results["teacher"] = summarize_seeds({0: teacher})
+  groups = {"student_only": sorted((workdir / "student_only").glob("seed_*/test_metrics.json"))}
+  for rundir in sorted((workdir / "distill").glob("*")):
+    groups[rundir.name] = sorted(rundir.glob("seed_*/test_metrics.json"))
+  for name, paths in groups.items():
+    if paths:
+      results[name] = summarize_seeds({int(p.parent.name.split("_")[1]): _read_metrics(p)
+                                       for p in paths})
+  if "kd+sembridge" in results:
+    results["sembridge"] = results["kd+sembridge"]
+  return results
+
+
+def pipeline(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
+  """train-matcher, match, train-teacher, the student alone, KD with random same-class
+  pairs and SemBridge (each over ``config.pipeline.seeds``); writes ``DIR/results.json``
+  and prints the comparison table."""
+  from sembridge_jax.distill.trainer import DistillRun
+  timings: dict[str, float] = {}
+
+  def timed(name: str, fn, *args, **kwargs):
+    start = time.perf_counter()
+    output = fn(*args, **kwargs)
+    timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+    return output
+
+  benchmark = timed("build-dataset", load_benchmark, config, workdir)
+  if config.distill.use_sfm:
+    timed("train-matcher", train_matcher, config, workdir, benchmark)
+    timed("match", match, config, workdir, benchmark)
+  timed("train-teacher", train_teacher, config, workdir, benchmark)
+  timed("teacher-gallery", teacher_gallery, config, workdir, benchmark)
+  timed("train-student", train_student, config, workdir, benchmark)
+  seeds = config.pipeline.seeds
+  method = config.distill.method
+  timed("distill-baseline", distill_runs, config, workdir, benchmark, [DistillRun(method, False)], seeds)
+  timed("distill-sembridge", distill_runs, config, workdir, benchmark, [DistillRun(method, True)], seeds)
+
+  results = collect_results(workdir)
+  results["kd"] = results[method]
+  results["sembridge"] = results[f"{method}+sembridge"]
+  results["config"] = config.to_dict()
+  results["timings"] = timings
+  write_results(workdir, results)
+  print_results_table(results)
+  return results
+
+
+def write_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:
+  if jax.process_index() == 0:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "results.json").write_text(json.dumps(results, indent=2, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, (np.integer, np.floating)):
+    return value.item()
+  if isinstance(value, (tuple, set)):
+    return list(value)
+  return str(value)
+
+
+def print_results_table(results: dict[str, Any]) -> None:
+  rows = [("teacher (MS)", "teacher"), ("student alone (RGB)", "student_only"),
+          ("KD, random same-class pairs", "kd"), ("SemBridge", "sembridge")]
+  lines = ["", "| run | OA (%) | macro-F1 (%) |", "|---|---|---|"]
+  for label, key in rows:
+    if key not in results:
+      continue
+    r = results[key]
+    lines.append(f"| {label} | {100 * r['oa']:.2f} ± {100 * r.get('oa_std', 0):.2f} "
+                 f"| {100 * r['macro_f1']:.2f} ± {100 * r.get('macro_f1_std', 0):.2f} |")
+  _print("\n".join(lines))
+
+
+STAGES: dict[str, Callable[..., Any]] = {
+    "pipeline": pipeline,
+    "train-matcher": train_matcher,
+    "match": match,
+    "train-teacher": train_teacher,
+    "train-student": train_student,
+    "distill": distill,
+    "evaluate": evaluate,
+    "benchmark": lambda config, workdir, benchmark=None: _benchmark(config, workdir),
+}
+
+
+def _benchmark(config, workdir):
+  from sembridge_jax import benchmark as benchmark_lib
+  return benchmark_lib.run_benchmark(config, workdir)
+
+
+def run_stage(name: str, config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Any:
+  workdir = pathlib.Path(workdir).absolute()
+  workdir.mkdir(parents=True, exist_ok=True)
+  return STAGES[name](config, workdir)

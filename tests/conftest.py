@@ -1,0 +1,45 @@
+"""Shared fixtures: a tiny synthetic benchmark built once per test session."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def tiny_config():
+  sys.path.insert(0, str(REPO))
+  from configs import tiny
+  return tiny.get_config()
+
+
+@pytest.fixture(scope="session")
+def tiny_benchmark_dir(tmp_path_factory) -> pathlib.Path:
+  return tmp_path_factory.mktemp("tiny_tfds")
+
+
+@pytest.fixture(scope="session")
+def tiny_setup(tiny_benchmark_dir):
+  """(config, benchmark) of configs/tiny.py, built into a session-wide data_dir."""
+  from sembridge_jax import config_base, data
+  config = config_base.validate_config(tiny_config())
+  config.data.data_dir = str(tiny_benchmark_dir)
+  benchmark = data.load_benchmark(config.data, data_dir=config.data.data_dir)
+  return config, benchmark
+
+
+def run_python(code: str, *, devices: int = 1, timeout: int = 600) -> subprocess.CompletedProcess:
+  """Runs ``code`` in a fresh interpreter with ``devices`` fake CPU devices."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["JAX_PLATFORMS"] = "cpu"
+  result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=timeout, cwd=str(REPO))
+  if result.returncode != 0:
+    raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
+  return result

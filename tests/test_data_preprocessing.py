@@ -1,0 +1,55 @@
+"""Resizing (PIL-exact), normalisation schemes and augmentation of batches."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sembridge_jax.data import BandStats, augmentation, preprocessing
+
+
+@pytest.mark.parametrize("size_in,size_out", [(32, 64), (64, 32), (128, 64), (13, 7), (7, 13),
+                                              (64, 50), (16, 16)])
+def test_resize_equals_pil_bilinear(size_in, size_out):
+  rng = np.random.default_rng(size_in * 100 + size_out)
+  images = rng.uniform(0, 1, (2, size_in, size_in, 3)).astype(np.float32)
+  ours = preprocessing.resize(images, size_out)
+  for b in range(2):
+    for c in range(3):
+      pil = Image.fromarray(images[b, ..., c], mode="F").resize((size_out, size_out),
+                                                                 Image.BILINEAR)
+      np.testing.assert_allclose(ours[b, ..., c], np.asarray(pil), atol=1e-5)
+
+
+def test_normalizers_follow_their_formulas():
+  rng = np.random.default_rng(0)
+  ms = rng.integers(0, 5000, (3, 4, 4, 5)).astype(np.uint16)
+  stats = BandStats(mean=rng.uniform(1000, 2000, 5), std=rng.uniform(100, 500, 5),
+                    max=np.full(5, 5000.0))
+  per_image = preprocessing.NORMALIZERS["per_image_max"](ms, stats)
+  for b in range(3):
+    np.testing.assert_allclose(per_image[b], ms[b] / ms[b].max() * 2 - 1, atol=1e-6)
+  band = preprocessing.NORMALIZERS["band_stats"](ms, stats)
+  np.testing.assert_allclose(band, (ms - stats.mean) / stats.std, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="normalization='minmax' is unknown"):
+    preprocessing.get_normalizer("minmax")
+
+
+def test_rgb_to_model_range():
+  rgb = np.array([0, 255, 51], np.uint8).reshape(1, 1, 1, 3)
+  np.testing.assert_allclose(preprocessing.rgb_to_model(rgb, 1).ravel(), [-1, 1, -0.6],
+                             rtol=1e-6)
+
+
+def test_augmentation_flips_and_jitters_within_range():
+  rng = np.random.default_rng(0)
+  images = rng.uniform(-1, 1, (64, 6, 6, 3)).astype(np.float32)
+  out = augmentation.augment_rgb(images, np.random.default_rng(1))
+  again = augmentation.augment_rgb(images, np.random.default_rng(1))
+  np.testing.assert_array_equal(out, again)
+  assert out.shape == images.shape and out.min() >= -1 and out.max() <= 1
+  # Without jitter only flips remain: each output is one of the four flips of its input.
+  flipped = augmentation.augment_rgb(images, np.random.default_rng(2), jitter=0.0)
+  candidates = [images, images[:, ::-1], images[:, :, ::-1], images[:, ::-1, ::-1]]
+  matches = np.stack([np.isclose(flipped, c, atol=1e-6).all(axis=(1, 2, 3))
+                      for c in candidates])
+  assert matches.any(0).all() and matches.sum(1).min() > 0  # Every kind of flip occurs.

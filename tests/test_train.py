@@ -1,0 +1,160 @@
+"""The generic trainer: data parallelism, resume, metrics, configs and the CLI."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, run_python, tiny_config
+from sembridge_jax import config_base
+from sembridge_jax.train import classifier, metrics
+
+
+def _leaves(state):
+  return [np.asarray(x) for x in jax.tree.leaves(state.params)]
+
+
+def test_metrics_from_confusion_match_hand_computed_values():
+  confusion = np.array([[5, 1, 0], [2, 3, 1], [0, 0, 0]])
+  m = metrics.metrics_from_confusion(confusion)
+  assert m.oa == pytest.approx(8 / 12)
+  precision = np.array([5 / 7, 3 / 4, 0.0])
+  recall = np.array([5 / 6, 3 / 6, 0.0])
+  f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+  assert m.macro_precision == pytest.approx(precision.mean())
+  assert m.macro_recall == pytest.approx(recall.mean())
+  assert m.macro_f1 == pytest.approx(f1.mean())
+
+
+def test_confusion_matrix_ignores_masked_rows():
+  cm = metrics.confusion_matrix(np.array([0, 1, 1, 2]), np.array([0, 1, 0, 2]),
+                                np.array([True, True, True, False]), 3)
+  np.testing.assert_array_equal(np.asarray(cm), [[1, 0, 0], [1, 1, 0], [0, 0, 0]])
+
+
+def test_resume_after_kill_equals_uninterrupted_run(tiny_setup, tmp_path):
+  config, benchmark = tiny_setup
+  config = config.copy_and_resolve_references()
+  config.checkpoint.every_steps = 1
+  full = classifier.train_and_evaluate(config, tmp_path / "full", "teacher", benchmark=benchmark)
+  steps = config.teacher.epochs * classifier.steps_per_epoch(benchmark, "ms_train",
+                                                             config.teacher.batch_size)
+  killed_at = steps // 2 + 1   # mid-epoch: the iterator position must be restored too
+  classifier.train_and_evaluate(config, tmp_path / "resumed", "teacher", benchmark=benchmark,
+                                stop_after_steps=killed_at)
+  resumed = classifier.train_and_evaluate(config, tmp_path / "resumed", "teacher",
+                                          benchmark=benchmark)
+  for a, b in zip(_leaves(full.state), _leaves(resumed.state)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  assert resumed.metrics.oa == pytest.approx(full.metrics.oa)
+  assert json.loads((tmp_path / "resumed" / "test_metrics.json").read_text())["confusion"]
+  lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+  assert any("eval/oa" in line for line in lines)
+  assert list((tmp_path / "full" / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_training_is_reproducible(tiny_setup, tmp_path):
+  config, benchmark = tiny_setup
+  a = classifier.train_and_evaluate(config, tmp_path / "a", "student", benchmark=benchmark)
+  b = classifier.train_and_evaluate(config, tmp_path / "b", "student", benchmark=benchmark)
+  for x, y in zip(_leaves(a.state), _leaves(b.state)):
+    np.testing.assert_array_equal(x, y)
+
+
+_STEP_SCRIPT = r"""
+import sys, numpy as np, jax, jax.numpy as jnp
+sys.path.insert(0, "tests")
+from conftest import tiny_config
+from sembridge_jax import config_base
+from sembridge_jax.train import classifier, sharding, state as state_lib
+config = config_base.validate_config(tiny_config())
+mesh = sharding.make_mesh()
+assert mesh.devices.size == {devices}, mesh
+class B: num_classes = 3; ms_channels = 5
+modeldef, state, tx = classifier.create_train_state(config, classifier.ROLES["teacher"], B, mesh, 0)
+step = classifier.make_train_step(modeldef, tx, mesh)
+rng = np.random.default_rng(0)
+batch = {{"image": rng.normal(size=(16, 32, 32, 5)).astype(np.float32),
+         "label": rng.integers(0, 3, 16).astype(np.int32), "mask": np.ones(16, bool)}}
+for _ in range(2):
+  state, m = step(state, sharding.put_batch(batch, mesh))
+leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state))
+          if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
+np.savez("{out}", loss=np.asarray(m["loss"]), *leaves)
+"""
+
+
+def test_data_parallel_step_on_8_devices_equals_1_device(tmp_path):
+  results = {}
+  for devices in (1, 8):
+    out = tmp_path / f"d{devices}.npz"
+    run_python(_STEP_SCRIPT.format(devices=devices, out=out), devices=devices)
+    results[devices] = np.load(out)
+  one, eight = results[1], results[8]
+  assert one.files == eight.files
+  for key in one.files:
+    np.testing.assert_allclose(one[key], eight[key], rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+def test_config_validation_names_the_key():
+  config = tiny_config()
+  config.model.student = "vgg16"
+  with pytest.raises(ValueError, match=r"model\.student='vgg16'.*resnet34"):
+    config_base.validate_config(config)
+  config = tiny_config()
+  config.data.ms_channels = 13
+  with pytest.raises(ValueError, match=r"data\.ms_channels=13.*5"):
+    config_base.validate_config(config)
+  config = tiny_config()
+  config.data.name = "eurosat"
+  with pytest.raises(ValueError, match=r"data\.name='eurosat'.*s2s_eu"):
+    config_base.validate_config(config)
+  config = tiny_config()
+  config.data.name = "s2s_eu"
+  config.data.ms_channels = 10
+  config.data.rgb_bands = (3, 2, 1)
+  with pytest.raises(ValueError, match="manual_dir"):
+    config_base.validate_config(config)
+
+
+@pytest.mark.parametrize("name", ["synthetic", "tiny", "s2s_eu", "s2s_cn", "m2s_gl"])
+def test_shipped_configs_load(name):
+  sys.path.insert(0, str(REPO))
+  module = __import__(f"configs.{name}", fromlist=["get_config"])
+  config = module.get_config()
+  if name.startswith(("s2s", "m2s")):
+    config.data.manual_dir = "/data/ackd"
+  config_base.validate_config(config)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", "sembridge_jax.main", *args], capture_output=True,
+                        text=True, cwd=str(REPO), timeout=600)
+
+
+def test_cli_rejects_invalid_override_with_clear_message(tmp_path):
+  result = _cli("train-teacher", "--config", "configs/tiny.py", "--workdir", str(tmp_path),
+                "--config.model.teacher=alexnet")
+  assert result.returncode == 2
+  assert "model.teacher='alexnet'" in result.stderr and "mobilenet_v2" in result.stderr
+
+
+def test_cli_rejects_unknown_stage(tmp_path):
+  result = _cli("fly", "--config", "configs/tiny.py", "--workdir", str(tmp_path))
+  assert result.returncode == 2 and "unknown stage 'fly'" in result.stderr
+
+
+def test_cli_override_reaches_the_run(tmp_path):
+  result = _cli("train-teacher", "--config", "configs/tiny.py", "--workdir", str(tmp_path),
+                "--config.teacher.epochs=1")
+  assert result.returncode == 0, result.stderr
+  history = [json.loads(l) for l in (tmp_path / "teacher" / "metrics.jsonl").read_text().splitlines()]
+  epochs = {r["eval/epoch"] for r in history if "eval/epoch" in r}
+  assert epochs == {1}
+  assert "teacher" in result.stdout and "OA" in result.stdout
