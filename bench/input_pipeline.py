@@ -114,8 +114,8 @@ def main() -> None:
                            benchmark.image_size)
     per_file = timed(lambda: per_file_epochs(reader, args.batch_size, args.epochs, 0,
                                              pairs if pairing else None))
-    # Fresh readers so that the cached run's first epoch pays for decoding the split.
-    benchmark._readers.clear()
+    # A freshly opened benchmark: the cached run's first epoch pays for decoding the split.
+    benchmark = data.load_benchmark(config, data_dir=data_dir)
     cached = timed(lambda: pipeline_epochs(benchmark, split, batch_size=args.batch_size,
                                            epochs=args.epochs, seed=0, pairing=pairing,
                                            cache=True))

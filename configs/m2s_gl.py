@@ -12,11 +12,7 @@ from sembridge_jax import config_base
 
 def get_config():
   c = config_base.base_config()
-  c.data.name = "m2s_gl"
-  c.data.ms_channels = 10
-  c.data.rgb_size = 128
-  # Sentinel-2 10-band stacks (B2, B3, B4, B5, B6, B7, B8, B8A, B11, B12) -> B4, B3, B2.
-  c.data.rgb_bands = (2, 1, 0)
+  c.data = config_base.dataset_config("m2s_gl")  # channels, RGB size, true-colour bands
   c.matching.rematch_epochs = (15, 45, 80, 120, 165)
   c.pipeline.seeds = (0, 1, 2)
   return c

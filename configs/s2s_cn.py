@@ -12,11 +12,7 @@ from sembridge_jax import config_base
 
 def get_config():
   c = config_base.base_config()
-  c.data.name = "s2s_cn"
-  c.data.ms_channels = 14
-  c.data.rgb_size = 128
-  # Tiangong-2's visible bands come first (blue, green, red) -> red, green, blue.
-  c.data.rgb_bands = (2, 1, 0)
+  c.data = config_base.dataset_config("s2s_cn")  # channels, RGB size, true-colour bands
   c.matching.rematch_epochs = (45, 60, 80, 105, 135)
   c.pipeline.seeds = (0, 1, 2)
   return c

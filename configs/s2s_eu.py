@@ -15,11 +15,7 @@ from sembridge_jax import config_base
 
 def get_config():
   c = config_base.base_config()
-  c.data.name = "s2s_eu"
-  c.data.ms_channels = 10
-  c.data.rgb_size = 64
-  # Stored bands are B1-B7, B10, B11, B12 -> true colour B4, B3, B2 at indices 3, 2, 1.
-  c.data.rgb_bands = (3, 2, 1)
+  c.data = config_base.dataset_config("s2s_eu")  # channels, RGB size, true-colour bands
   c.matching.rematch_epochs = (30, 60, 95, 135)
   c.pipeline.seeds = (0, 1, 2)
   return c

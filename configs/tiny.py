@@ -11,10 +11,7 @@ from sembridge_jax import config_base
 def get_config():
   c = config_base.base_config()
   c.progress = False
-  c.data.name = "synthetic"
   c.data.ms_channels = 5
-  c.data.rgb_bands = (3, 2, 1)
-  c.data.rgb_size = 32
   c.data.synthetic.num_classes = 3
   c.data.synthetic.ms_bands = 5
   c.data.synthetic.image_size = 32

@@ -19,30 +19,25 @@ DTYPES = ("float32", "bfloat16")
 CONV_IMPLS = ("auto", "xla", "im2col")
 
 
+def dataset_config(name: str) -> ml_collections.ConfigDict:
+  """``config.data`` for dataset ``name``: its channels, RGB size and true-colour bands.
+
+  Keys (see `sembridge_jax.data.benchmark`): name, manual_dir, download_url, data_dir
+  ("" -> <workdir>/tfds), split_seed, ms_channels (checked against the dataset),
+  normalization, rgb_size, rgb_bands (0-based stored bands rendered as R, G, B),
+  augment, synthetic.* (generator parameters).
+  """
+  from sembridge_jax.data.benchmark import default_data_config  # Local: imports TFDS.
+  return default_data_config(name)
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.progress = True
   c.eval_batch_size = 256
 
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "synthetic"
-  c.data.manual_dir = ""          # holds S2S_EU/, S2S_CN/, M2S_GL/ as distributed
-  c.data.download_url = ""        # or an archive of a dataset root, fetched by TFDS
-  c.data.data_dir = ""            # where TFDS writes the built dataset ("" -> <workdir>/tfds)
-  c.data.split_seed = 0
-  c.data.ms_channels = 10         # checked against the dataset
-  c.data.rgb_size = 64
-  c.data.rgb_bands = (3, 2, 1)    # true colour B4, B3, B2 as 0-based indices of the stored bands
-  c.data.normalization = "per_image_max"
-  c.data.synthetic = ml_collections.ConfigDict()
-  c.data.synthetic.num_classes = 10
-  c.data.synthetic.ms_bands = 10
-  c.data.synthetic.image_size = 32
-  c.data.synthetic.ms_per_class = 120
-  c.data.synthetic.rgb_per_class = 120
-  c.data.synthetic.semantic_overlap = 0.5
-  c.data.synthetic.seed = 0
+  c.data = dataset_config("synthetic")
 
   c.model = ml_collections.ConfigDict()
   c.model.teacher = "resnet34"
@@ -57,14 +52,21 @@ def base_config() -> ml_collections.ConfigDict:
     t.batch_size = batch_size
     t.augment = False
     t.optimizer = ml_collections.ConfigDict(
-        {"name": name, "learning_rate": lr, "weight_decay": wd})
+        {"name": name, "learning_rate": lr, "weight_decay": wd, "schedule": "constant"})
     return t
 
   c.teacher = trainer(200, 256, "adam", 1e-3)
   c.student = trainer(200, 64, "adam", 1e-3)      # student trained alone (baseline)
 
   c.matcher = trainer(100, 64, "adamw", 1e-3, 1e-3)
-  c.matcher.temperature = 1.0
+  # The literal METHOD loss (raw LayerNorm outputs, tau = 1, gradients through the soft
+  # targets) collapses to identical embeddings; see sembridge_jax/matching/contrastive.py.
+  # Literal: --config.matcher.normalize_embeddings=False --config.matcher.temperature=1.0
+  #          --config.matcher.detach_targets=False --config.matcher.soft_target_weight=1.0
+  c.matcher.normalize_embeddings = True
+  c.matcher.soft_target_weight = 0.5     # targets = w * soft + (1 - w) * identity
+  c.matcher.temperature = 0.1
+  c.matcher.detach_targets = True
   c.matcher.plateau_patience = 2
   c.matcher.plateau_factor = 0.5
   c.matcher.validation_fraction = 0.2
@@ -92,6 +94,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.epsilon = 0.05                # relative to the mean cost
   c.distill.semantic_weight = 1.0
   c.distill.sinkhorn_iterations = 100
+  c.distill.sinkhorn_threshold = 1e-4     # L1 marginal error counted as converged
   c.distill.common_dim = 512
   c.distill.num_heads = 8
 

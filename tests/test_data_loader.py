@@ -158,7 +158,7 @@ def test_hosts_partition_each_epoch_into_the_global_batch(benchmark):
     for key in ("id", "mask", "label", "image"):
       np.testing.assert_array_equal(
           np.concatenate([host[step][key] for host in per_host]), global_batch[key])
-  steps = single and len(single) // 2
+  steps = len(single) // 2
   for epoch in range(2):
     seen = [collect(host[epoch * steps:(epoch + 1) * steps], "id") for host in per_host]
     everything = np.concatenate(seen)

@@ -21,10 +21,12 @@ their primary materials differ in the visible bands by only ``VISIBLE_PAIR_CONTR
 (less than one standard deviation of the per-image material variability, so even the
 Bayes classifier on a noiseless visible spectrum separates them only ~70% of the time),
 but differ by ``NONVISIBLE_PAIR_CONTRAST`` (several standard deviations) in the
-non-visible bands (aerosol, red edge, cirrus, SWIR). The MS sensor sees those bands; the
-RGB camera does not. With the default 10 classes (4 pairs, 2 singletons) the Bayes
-accuracy of any RGB classifier is about 0.2 + 0.8 * 0.7 ~ 76%, while MS classes are
-separable (the MS teacher reaches > 95%).
+non-visible bands (aerosol, red edge, cirrus, SWIR) of both materials. The MS sensor sees
+those bands; the RGB camera does not. With the default 10 classes (4 pairs, 2 singletons)
+the Bayes accuracy of any RGB classifier is about 0.2 + 0.8 * 0.7 ~ 76%, while MS classes
+are separable. Measured on the default set's held-out 20% (24 images per class): a
+linear classifier on per-band means / ratios / texture statistics gets MS 100%, RGB 70%;
+a 3-layer CNN trained 30 epochs gets MS 98%, RGB 62%.
 
 Semantic overlap. Every class prototype (material spectra and texture parameters) of a
 region is ``overlap * shared + (1 - overlap) * regional``, where ``shared`` is common to
@@ -59,8 +61,8 @@ MIN_MS_BANDS = 5                 # aerosol + 3 visible + at least one band beyon
 REFLECTANCE_SCALE = 10_000       # stored DN = reflectance * 10000 (Sentinel-2 L1C convention)
 MATERIAL_VARIABILITY = 0.08      # per-image, per-band log-normal sigma of material spectra
 VISIBLE_PAIR_CONTRAST = 0.06     # relative visible difference inside a confusable pair
-NONVISIBLE_PAIR_CONTRAST = 0.6   # relative non-visible difference inside a confusable pair
-PAIR_FRACTION = 0.4              # fraction of classes (rounded) that are paired, per pair member
+NONVISIBLE_PAIR_CONTRAST = 0.8   # relative non-visible difference inside a confusable pair
+PAIR_FRACTION = 0.4              # number of confusable pairs = round(PAIR_FRACTION * K), >= 1
 RGB_REGION_TEXTURE_SCALE = 1.35  # RGB region: coarser ground sampling -> higher spatial frequency
 MS_PIXEL_SIZE_M = 10.0
 
@@ -77,7 +79,7 @@ TEXTURE_FAMILIES = np.array([
     [0.0, 0.10, 0.0, 0.35, 1.0, 1.0, 0.50],   # linear feature (river, highway)
     [0.5, 0.12, 0.5, 0.60, 1.5, 0.3, 0.35],   # mixed patches (pasture)
 ])
-_LOG_FREQ_COLUMN, _LOG_LENGTH_COLUMN = 1, 4
+_FREQUENCY_COLUMN, _LOG_LENGTH_COLUMN = 1, 4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +160,7 @@ def _draw_region(rng: np.random.Generator, structure: ClassStructure, ms_bands: 
   families = rng.permutation(max(num_groups, len(TEXTURE_FAMILIES))) % len(TEXTURE_FAMILIES)
   texture = TEXTURE_FAMILIES[families[:num_groups]].copy()
   # Scale and weight jitter so that groups sharing a family (K > 16) still differ.
-  texture[:, _LOG_FREQ_COLUMN] *= np.exp(rng.normal(0.0, 0.15, num_groups))
+  texture[:, _FREQUENCY_COLUMN] *= np.exp(rng.normal(0.0, 0.15, num_groups))
   texture[:, _LOG_LENGTH_COLUMN] += rng.normal(0.0, 0.3, num_groups)
   texture[:, 0] = np.clip(texture[:, 0] + rng.normal(0, 0.1, num_groups), 0, None)
 
@@ -168,9 +170,14 @@ def _draw_region(rng: np.random.Generator, structure: ClassStructure, ms_bands: 
   sign = structure.pair_sign[:, None]
   class_primary[:, visible] *= 1.0 + sign * (VISIBLE_PAIR_CONTRAST / 2) * visible_direction[
       structure.group]
-  class_primary[:, ~visible] *= 1.0 + sign * (NONVISIBLE_PAIR_CONTRAST / 2) * nonvisible_direction[
+  # Both materials carry the non-visible difference (like moisture or chlorophyll content
+  # changing a whole scene), so the MS sensor sees it in every pixel.
+  nonvisible_factor = 1.0 + sign * (NONVISIBLE_PAIR_CONTRAST / 2) * nonvisible_direction[
       structure.group]
-  return RegionPrototypes(class_primary, secondary[structure.group], texture[structure.group])
+  class_primary[:, ~visible] *= nonvisible_factor
+  class_secondary = secondary[structure.group].copy()
+  class_secondary[:, ~visible] *= nonvisible_factor
+  return RegionPrototypes(class_primary, class_secondary, texture[structure.group])
 
 
 def _mix_regions(shared: RegionPrototypes, regional: RegionPrototypes,
@@ -294,6 +301,55 @@ GENERATOR_VERSION = 1
 MANIFEST_NAME = "GENERATOR.json"
 
 
+class Scene(NamedTuple):
+  """One generated image before it is written."""
+  modality: str           # "MS" or "RGB"
+  relative_path: str      # e.g. "RGB/class_03/class_03_0007.jpg"
+  pixels: np.ndarray      # uint16 (H, W, B) DN for MS, uint8 (H, W, 3) for RGB
+  descriptor: np.ndarray  # (3,) the scene's physical content, see `scene_descriptor`
+  origin: tuple[float, float] | None  # GeoTIFF origin (MS only)
+
+
+def scene_descriptor(reflectance: np.ndarray) -> np.ndarray:
+  """What a scene *is*, independent of the sensor that images it: the chromaticity
+  ``(r, g, b) / (r + g + b)`` of its mean true-colour reflectance.
+
+  Chromaticity carries the scene's materials and their mixing proportions (which vary
+  from scene to scene inside a class) and drops overall brightness, which the sensors'
+  gain and illumination change anyway. Two scenes with close descriptors look alike to a
+  sensor-invariant observer; the match report uses it as ground truth for how well SFM
+  pairs students with similar-looking teachers (something no real benchmark provides).
+  """
+  rgb = reflectance[..., list(TRUE_COLOUR_BANDS)].reshape(-1, 3).mean(axis=0)
+  return (rgb / rgb.sum()).astype(np.float32)
+
+
+def iter_scenes(params: SyntheticParameters):
+  """Yields every `Scene` of the benchmark in a fixed order (deterministic)."""
+  params = params.validate()
+  structure, ms_protos, rgb_protos = make_prototypes(params)
+  names = synthetic_class_names(params.num_classes)
+  for label, name in enumerate(names):
+    ms_rng = np.random.default_rng([params.seed, 10, label])
+    for i in range(params.ms_per_class):
+      cube = render_reflectance(ms_rng, ms_protos, label, params.image_size)
+      origin = (300_000.0 + ms_rng.integers(0, 10_000) * 640.0,
+                5_000_000.0 + ms_rng.integers(0, 10_000) * 640.0)
+      yield Scene("MS", f"MS/{name}/{name}_{i:04d}.tif", ms_sensor(ms_rng, cube),
+                  scene_descriptor(cube), origin)
+    rgb_rng = np.random.default_rng([params.seed, 20, label])
+    for i in range(params.rgb_per_class):
+      cube = render_reflectance(rgb_rng, rgb_protos, label, params.image_size,
+                                RGB_REGION_TEXTURE_SCALE)
+      yield Scene("RGB", f"RGB/{name}/{name}_{i:04d}.jpg", rgb_camera(rgb_rng, cube),
+                  scene_descriptor(cube), None)
+
+
+def scene_descriptors(params: SyntheticParameters) -> dict[str, np.ndarray]:
+  """``relative_path -> scene_descriptor`` for every image (regenerated, not read)."""
+  return {scene.relative_path: scene.descriptor for scene in iter_scenes(params)}
+
+
 def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int = 10,
                                  ms_bands: int = 10, image_size: int = 32,
                                  ms_per_class: int = 120, rgb_per_class: int = 120,
@@ -307,24 +363,18 @@ def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int =
   params = SyntheticParameters(num_classes, ms_bands, image_size, ms_per_class, rgb_per_class,
                                float(semantic_overlap), seed).validate()
   root = pathlib.Path(root)
-  structure, ms_protos, rgb_protos = make_prototypes(params)
+  structure, _, _ = make_prototypes(params)
   names = synthetic_class_names(num_classes)
   for modality in ("MS", "RGB"):
     shutil.rmtree(root / modality, ignore_errors=True)
-  for label, name in enumerate(names):
+  for name in names:
     (root / "MS" / name).mkdir(parents=True)
     (root / "RGB" / name).mkdir(parents=True)
-    ms_rng = np.random.default_rng([seed, 10, label])
-    for i in range(ms_per_class):
-      cube = render_reflectance(ms_rng, ms_protos, label, image_size)
-      origin = (300_000.0 + ms_rng.integers(0, 10_000) * 640.0,
-                5_000_000.0 + ms_rng.integers(0, 10_000) * 640.0)
-      _write_geotiff(root / "MS" / name / f"{name}_{i:04d}.tif", ms_sensor(ms_rng, cube), origin)
-    rgb_rng = np.random.default_rng([seed, 20, label])
-    for i in range(rgb_per_class):
-      cube = render_reflectance(rgb_rng, rgb_protos, label, image_size, RGB_REGION_TEXTURE_SCALE)
-      (root / "RGB" / name / f"{name}_{i:04d}.jpg").write_bytes(
-          _jpeg_bytes(rgb_camera(rgb_rng, cube)))
+  for scene in iter_scenes(params):
+    if scene.modality == "MS":
+      _write_geotiff(root / scene.relative_path, scene.pixels, scene.origin)
+    else:
+      (root / scene.relative_path).write_bytes(_jpeg_bytes(scene.pixels))
   manifest = {
       "generator_version": GENERATOR_VERSION,
       "parameters": dataclasses.asdict(params),

@@ -122,7 +122,8 @@ def step_options(config: ml_collections.ConfigDict, run: DistillRun, steps_per_e
       rematch_temperature=config.matching.temperature, steps_per_epoch=steps_per_epoch,
       align_kwargs=dict(coral_weight=d.coral_weight, ot_weight=d.ot_weight, epsilon=d.epsilon,
                         semantic_weight=d.semantic_weight, use_attention=d.use_attention,
-                        use_ot=d.use_ot, sinkhorn_iterations=d.sinkhorn_iterations))
+                        use_ot=d.use_ot, sinkhorn_iterations=d.sinkhorn_iterations,
+                        sinkhorn_threshold=d.sinkhorn_threshold))
 
 
 def distill(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark, gallery: Gallery,
@@ -141,7 +142,7 @@ def distill(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark,
   options = step_options(config, run, steps)
 
   modeldef, params, model_state = split_model(create_distiller(config, run, benchmark, gallery, seed))
-  tx = optimizers.make_optimizer(hparams.optimizer)
+  tx = optimizers.make_optimizer(hparams.optimizer, steps * hparams.epochs)
   state = sharding.put_replicated(TrainState.create(params, model_state, tx), mesh)
   gallery_dtype = {"float32": np.float32, "bfloat16": jax.numpy.bfloat16}[config.matching.gallery_dtype]
   device_gallery = sharding.put_replicated(gallery.astype(gallery_dtype), mesh)

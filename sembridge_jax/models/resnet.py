@@ -20,9 +20,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sembridge_jax.models import initializers
-from sembridge_jax.models.blocks import ConvBN, max_pool_3x3_stride_2
+from sembridge_jax.models.blocks import ConvBN
 from sembridge_jax.models.conv import ConvImpl
 from sembridge_jax.models.outputs import ModelOutput, global_average_pool, model_output
+from sembridge_jax.models.pooling import MaxPool
 from sembridge_jax.models.registry import register_model
 
 EMBED_DIM = 512
@@ -93,6 +94,7 @@ class ResNet(nnx.Module):
       kernel_init=initializers.kaiming_normal_fan_out,
       **common,
     )
+    self.pool = MaxPool(3, strides=2, padding=1, conv_impl=conv_impl)
     blocks = []
     in_features = STAGE_WIDTHS[0]
     for stage, (size, width) in enumerate(zip(stage_sizes, STAGE_WIDTHS)):
@@ -114,7 +116,7 @@ class ResNet(nnx.Module):
     self.embed_dim = EMBED_DIM
 
   def __call__(self, images: jax.Array) -> ModelOutput:
-    x = max_pool_3x3_stride_2(self.stem(images))
+    x = self.pool(self.stem(images))
     for block in self.blocks:
       x = block(x)
     pooled = global_average_pool(x)

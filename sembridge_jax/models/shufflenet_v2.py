@@ -27,9 +27,10 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sembridge_jax.models import initializers
-from sembridge_jax.models.blocks import ConvBN, max_pool_3x3_stride_2
+from sembridge_jax.models.blocks import ConvBN
 from sembridge_jax.models.conv import ConvImpl
 from sembridge_jax.models.outputs import ModelOutput, global_average_pool, model_output
+from sembridge_jax.models.pooling import MaxPool
 from sembridge_jax.models.registry import register_model
 
 EMBED_DIM = 512  # Output width of the projection.
@@ -126,6 +127,7 @@ class ShuffleNetV2(nnx.Module):
       kernel_init=initializers.torch_default_kernel,
       **common,
     )
+    self.pool = MaxPool(3, strides=2, padding=1, conv_impl=conv_impl)
     units = []
     in_features = STAGE_WIDTHS[0]
     for repeats, width in zip(STAGE_REPEATS, STAGE_WIDTHS[1:-1]):
@@ -160,7 +162,7 @@ class ShuffleNetV2(nnx.Module):
     self.embed_dim = EMBED_DIM
 
   def __call__(self, images: jax.Array) -> ModelOutput:
-    x = max_pool_3x3_stride_2(self.stem(images))
+    x = self.pool(self.stem(images))
     for unit in self.units:
       x = unit(x)
     x = self.conv5(x)

@@ -55,13 +55,13 @@ def create_model(config: ml_collections.ConfigDict, name: str, *, num_classes: i
 
 
 def create_train_state(config: ml_collections.ConfigDict, role: Role, benchmark: data_lib.Benchmark,
-                       mesh: jax.sharding.Mesh, seed: int
+                       mesh: jax.sharding.Mesh, seed: int, total_steps: int = 0
                        ) -> tuple[ModelDef, TrainState, optax.GradientTransformation]:
   hparams = config[role.hparams_key]
   model = create_model(config, config.model[role.model_key], num_classes=benchmark.num_classes,
                        in_channels=in_channels_for(role.train_split, benchmark), seed=seed)
   modeldef, params, model_state = split_model(model)
-  tx = optimizers.make_optimizer(hparams.optimizer)
+  tx = optimizers.make_optimizer(hparams.optimizer, total_steps)
   state = TrainState.create(params, model_state, tx)
   return modeldef, sharding.put_replicated(state, mesh), tx
 
@@ -159,7 +159,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   hparams = config[role.hparams_key]
   per_host_batch = sharding.check_batch_size(hparams.batch_size, mesh)
 
-  modeldef, state, tx = create_train_state(config, role, benchmark, mesh, seed)
+  steps = steps_per_epoch(benchmark, role.train_split, hparams.batch_size)
+  modeldef, state, tx = create_train_state(config, role, benchmark, mesh, seed,
+                                           total_steps=steps * hparams.epochs)
   train_step = make_train_step(modeldef, tx, mesh)
   eval_step = make_eval_step(modeldef, benchmark.num_classes, mesh)
   iterator = iter(data_lib.make_loader(
@@ -177,8 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   try:
     result = loop.fit(
         state=state, train_step=train_step, iterator=iterator, evaluate=evaluate_fn, mesh=mesh,
-        num_epochs=hparams.epochs,
-        steps_per_epoch=steps_per_epoch(benchmark, role.train_split, hparams.batch_size),
+        num_epochs=hparams.epochs, steps_per_epoch=steps,
         global_batch_size=hparams.batch_size, checkpointer=checkpointer, writer=writer,
         checkpoint_every_steps=config.checkpoint.every_steps, desc=f"{role_name} (seed {seed})",
         progress=config.progress, stop_after_steps=stop_after_steps)

@@ -124,6 +124,7 @@ def fit(*, state: Any, train_step: Callable[[Any, dict[str, jax.Array]], tuple[A
     bar.update(1)
 
     epoch_done = step % steps_per_epoch == 0
+    saved = epoch_done or bool(checkpoint_every_steps and step % checkpoint_every_steps == 0)
     if epoch_done:
       finished_epoch = step // steps_per_epoch
       eval_metrics: dict[str, float] = {}
@@ -144,7 +145,7 @@ def fit(*, state: Any, train_step: Callable[[Any, dict[str, jax.Array]], tuple[A
       save(step)
 
     if stop_after_steps is not None and step >= stop_after_steps and step < total_steps:
-      if not epoch_done:
+      if not saved:
         save(step)
       break
   bar.close()

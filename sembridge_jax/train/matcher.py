@@ -37,12 +37,14 @@ def create_matcher(config: ml_collections.ConfigDict, benchmark: data_lib.Benchm
 
 
 def make_steps(modeldef: ModelDef, tx: optax.GradientTransformation, temperature: float,
-               mesh: jax.sharding.Mesh):
+               mesh: jax.sharding.Mesh, *, detach_targets: bool = True, normalize: bool = True,
+               soft_target_weight: float = 0.5):
   """Jitted train and validation steps of the matcher."""
 
   def loss_of(model, batch):
     e_ms, e_rgb = model(batch["image"], batch["rgb_rendering"])
-    return matching.matcher_loss(e_rgb, e_ms, temperature)
+    return matching.matcher_loss(e_rgb, e_ms, temperature, detach_targets=detach_targets,
+                                 normalize=normalize, soft_target_weight=soft_target_weight)
 
   def train_step(state: TrainState, batch):
     def loss_fn(params):
@@ -99,7 +101,10 @@ def train_matcher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
   modeldef, params, model_state = split_model(create_matcher(config, benchmark, config.seed))
   tx = optimizers.make_optimizer(hparams.optimizer)
   state = sharding.put_replicated(TrainState.create(params, model_state, tx), mesh)
-  train_step, eval_step = make_steps(modeldef, tx, hparams.temperature, mesh)
+  train_step, eval_step = make_steps(modeldef, tx, hparams.temperature, mesh,
+                                     detach_targets=hparams.detach_targets,
+                                     normalize=hparams.normalize_embeddings,
+                                     soft_target_weight=hparams.soft_target_weight)
   loader_kwargs = dict(normalization=config.data.normalization, with_rgb_rendering=True)
   per_host_batch = sharding.check_batch_size(hparams.batch_size, mesh)
   iterator = iter(data_lib.make_loader(

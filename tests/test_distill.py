@@ -1,0 +1,171 @@
+"""The SemBridge distillation step and the end-to-end pipeline on the tiny config."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import run_python, tiny_config
+from sembridge_jax import config_base, stages
+from sembridge_jax.distill import step as step_lib, trainer
+from sembridge_jax.distill.gallery import Gallery
+from sembridge_jax.train import classifier, optimizers, sharding
+from sembridge_jax.train.state import TrainState, split_model
+
+PAIRS = [("resnet34", "resnet34"), ("mobilenet_v2", "mobilenet_v2"),
+         ("shufflenet_v2_x0_5", "shufflenet_v2_x0_5"), ("resnet34", "mobilenet_v2"),
+         ("resnet34", "shufflenet_v2_x0_5"), ("mobilenet_v2", "shufflenet_v2_x0_5")]
+TOKENS = {"resnet34": (1, 512), "mobilenet_v2": (1, 512), "shufflenet_v2_x0_5": (1, 1024)}
+
+
+class FakeBenchmark:
+  num_classes = 3
+  ms_channels = 5
+
+
+def random_gallery(teacher: str, size: int = 12, num_classes: int = 3, seed: int = 0) -> Gallery:
+  rng = np.random.default_rng(seed)
+  n, d = TOKENS[teacher]
+  return Gallery(ids=np.arange(size, dtype=np.int32),
+                 labels=np.arange(size, dtype=np.int32) % num_classes,
+                 logits=rng.normal(size=(size, num_classes)).astype(np.float32),
+                 pooled=rng.normal(size=(size, 512)).astype(np.float32),
+                 tokens=rng.normal(size=(size, n, d)).astype(np.float32))
+
+
+def one_step(config, run, gallery, batch, mesh):
+  model = trainer.create_distiller(config, run, FakeBenchmark, gallery, seed=0)
+  modeldef, params, model_state = split_model(model)
+  tx = optimizers.make_optimizer(config.distill.optimizer)
+  state = sharding.put_replicated(TrainState.create(params, model_state, tx), mesh)
+  options = trainer.step_options(config, run, steps_per_epoch=3)
+  step = step_lib.make_train_step(modeldef, tx, mesh, options)
+  return step(state, sharding.put_batch(batch, mesh), sharding.put_replicated(gallery, mesh))
+
+
+def random_batch(size: int = 8, seed: int = 1):
+  rng = np.random.default_rng(seed)
+  labels = (np.arange(size) % 3).astype(np.int32)
+  return {"image": rng.normal(size=(size, 32, 32, 3)).astype(np.float32), "label": labels,
+          "mask": np.ones(size, bool), "teacher_row": labels.copy()}
+
+
+@pytest.mark.parametrize("teacher,student", PAIRS)
+def test_every_architecture_pair_runs_one_sembridge_step(teacher, student):
+  config = config_base.validate_config(tiny_config())
+  config.model.student = student
+  config.distill.sinkhorn_iterations = 5
+  state, metrics = one_step(config, trainer.DistillRun("kd", True), random_gallery(teacher),
+                            random_batch(), sharding.make_mesh())
+  metrics = jax.device_get(metrics)
+  for key in ("loss", "ce", "distill", "coral_attention", "coral_pooled", "ot", "sinkhorn_iters"):
+    assert np.isfinite(metrics[key]), key
+  assert metrics["teacher_same_class"] == 1.0
+  assert int(state.step) == 1
+
+
+def test_step_selection_mode_picks_same_class_teachers():
+  config = config_base.validate_config(tiny_config())
+  config.matching.mode = "step"
+  config.distill.sinkhorn_iterations = 5
+  batch = random_batch()
+  batch["teacher_row"] = np.zeros_like(batch["teacher_row"])  # ignored in step mode
+  _, metrics = one_step(config, trainer.DistillRun("kd", True), random_gallery("shufflenet_v2_x0_5"),
+                        batch, sharding.make_mesh())
+  assert float(metrics["teacher_same_class"]) == 1.0
+
+
+_STEP_SCRIPT = r"""
+import sys, numpy as np, jax
+sys.path.insert(0, "tests")
+from conftest import tiny_config
+from test_distill import one_step, random_batch, random_gallery
+from sembridge_jax import config_base
+from sembridge_jax.distill import trainer
+from sembridge_jax.train import sharding
+config = config_base.validate_config(tiny_config())
+config.distill.sinkhorn_iterations = 20
+mesh = sharding.make_mesh()
+assert mesh.devices.size == {devices}
+state, metrics = one_step(config, trainer.DistillRun("kd", True), random_gallery("shufflenet_v2_x0_5"),
+                          random_batch(), mesh)
+leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state))
+          if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
+np.savez("{out}", loss=np.asarray(metrics["loss"]), ot=np.asarray(metrics["ot"]), *leaves)
+"""
+
+
+def test_distillation_step_on_8_devices_equals_1_device(tmp_path):
+  outs = {}
+  for devices in (1, 8):
+    out = tmp_path / f"d{devices}.npz"
+    run_python(_STEP_SCRIPT.format(devices=devices, out=out), devices=devices)
+    outs[devices] = np.load(out)
+  for key in outs[1].files:
+    np.testing.assert_allclose(outs[1][key], outs[8][key], rtol=2e-4, atol=2e-5, err_msg=key)
+
+
+def test_random_same_class_pairs_respect_classes_and_seed():
+  student_labels = np.array([0, 1, 2, 0, 1, 2, 0])
+  gallery_labels = np.array([2, 2, 1, 0, 0, 1, 0])
+  a = trainer.random_same_class_pairs(student_labels, gallery_labels, seed=3)
+  b = trainer.random_same_class_pairs(student_labels, gallery_labels, seed=3)
+  np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(gallery_labels[a], student_labels)
+  with pytest.raises(ValueError):
+    trainer.random_same_class_pairs(np.array([0, 3]), gallery_labels, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_pipeline(tiny_setup, tmp_path_factory):
+  config, _ = tiny_setup
+  workdir = tmp_path_factory.mktemp("pipeline")
+  results = stages.pipeline(config, workdir)
+  return config, workdir, results
+
+
+def test_pipeline_writes_results_with_all_keys(tiny_pipeline):
+  _, workdir, _ = tiny_pipeline
+  results = json.loads((workdir / "results.json").read_text())
+  for key in ("teacher", "student_only", "kd", "sembridge"):
+    assert {"oa", "macro_f1", "per_seed"} <= set(results[key]), key
+    assert set(results[key]["per_seed"]) == {"0"}
+  assert {"config", "timings"} <= set(results)
+  assert results["timings"]["distill-sembridge"] > 0
+  assert (workdir / "matching" / "pairs.npz").exists()
+  assert list((workdir / "distill" / "kd+sembridge" / "seed_0" / "matching").glob("rematch_epoch_1.*"))
+
+
+def test_teacher_is_bit_identical_after_distillation(tiny_pipeline, tiny_setup):
+  config, workdir, _ = tiny_pipeline
+  _, benchmark = tiny_setup
+  _, teacher = classifier.load_trained(config, workdir / "teacher", "teacher", benchmark)
+  gallery = Gallery.load(workdir / "gallery" / "gallery.npz")
+  # The gallery was computed from this very teacher; distilling again must not touch it.
+  before = [np.asarray(x) for x in jax.tree.leaves(teacher.params)]
+  trainer.distill(config, workdir, benchmark, gallery, trainer.DistillRun("kd", True), seed=5)
+  _, after_state = classifier.load_trained(config, workdir / "teacher", "teacher", benchmark)
+  for a, b in zip(before, jax.tree.leaves(after_state.params)):
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+def test_no_gradient_reaches_the_teacher_outputs():
+  """The teacher is frozen by construction: the loss is constant in the gallery."""
+  config = config_base.validate_config(tiny_config())
+  config.distill.sinkhorn_iterations = 5
+  run = trainer.DistillRun("kd", True)
+  gallery = random_gallery("shufflenet_v2_x0_5")
+  model = trainer.create_distiller(config, run, FakeBenchmark, gallery, seed=0)
+  options = trainer.step_options(config, run, steps_per_epoch=3)
+  batch = random_batch()
+
+  def loss_of_gallery(logits, pooled, tokens):
+    g = gallery._replace(logits=logits, pooled=pooled, tokens=tokens)
+    return step_lib.distillation_loss(model, batch, g, 0.0, options)[0]
+
+  grads = jax.grad(loss_of_gallery, argnums=(0, 1, 2))(gallery.logits, gallery.pooled, gallery.tokens)
+  for g in grads:
+    assert not np.any(np.asarray(g)), "gradient leaked into the teacher's outputs"
