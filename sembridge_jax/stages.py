@@ -181,6 +181,10 @@ def distill_runs(config: ml_collections.ConfigDict, workdir: pathlib.Path, bench
       per_seed[seed] = {k: v for k, v in result.items() if k not in ("state", "modeldef")}
       _print(format_metrics(f"{run.name} (seed {seed})", per_seed[seed]))
     out[run.name] = summarize_seeds(per_seed)
+    if run.sembridge and jax.process_index() == 0:
+      from sembridge_jax import viz
+      figures = viz.write_distillation_figures(workdir, config, run=run.name, seed=seeds[0])
+      _print(f"{run.name}: figures in {figures.transport_plan.parent}")
   return out
 
 

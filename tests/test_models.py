@@ -147,8 +147,16 @@ def _forward(model, images):
 
 
 @pytest.fixture(scope="module")
+def shufflenet():
+  """A float32 ShuffleNet in eval mode; tests that change it work on a clone."""
+  model = models.create_model("shufflenet_v2_x0_5", num_classes=5, in_channels=3, rngs=nnx.Rngs(0))
+  model.eval()
+  return model
+
+
+@pytest.fixture(scope="module")
 def images_32():
-  return jax.random.normal(jax.random.key(7), (4, 32, 32, 3))
+  return jnp.asarray(np.random.default_rng(7).normal(size=(4, 32, 32, 3)), jnp.float32)
 
 
 def test_train_mode_uses_dropout_and_batch_stats_eval_mode_is_deterministic(images_32):
@@ -174,19 +182,18 @@ def test_train_mode_uses_dropout_and_batch_stats_eval_mode_is_deterministic(imag
   assert not np.allclose(features_c["pooled"], features_a["pooled"], atol=1e-3)
 
 
-def test_bfloat16_compute_returns_float32_close_to_float32(images_32):
+def test_bfloat16_compute_returns_float32_close_to_float32(shufflenet, images_32):
   # Eval mode: with batch statistics a freshly initialised BN network amplifies
   # any perturbation by ~1.2x per block (it is chaotic at init), so bf16
   # rounding would grow to O(1) by the last block without anything being wrong.
-  outputs = {}
-  for dtype in (jnp.float32, jnp.bfloat16):
-    model = models.create_model(
-      "shufflenet_v2_x0_5", num_classes=5, in_channels=3, rngs=nnx.Rngs(0), dtype=dtype
-    )
-    assert model.stem.conv.kernel[...].dtype == jnp.float32  # Parameters stay float32.
-    model.eval()
-    outputs[dtype] = _forward(model, images_32)
-  (logits32, features32), (logits16, features16) = outputs.values()
+  model = models.create_model(
+    "shufflenet_v2_x0_5", num_classes=5, in_channels=3, rngs=nnx.Rngs(0), dtype=jnp.bfloat16
+  )
+  model.eval()
+  assert model.stem.conv.kernel[...].dtype == jnp.float32  # Parameters stay float32.
+  np.testing.assert_array_equal(model.stem.conv.kernel[...], shufflenet.stem.conv.kernel[...])
+  logits32, features32 = _forward(shufflenet, images_32)
+  logits16, features16 = _forward(model, images_32)
   for reference, low in (
     (logits32, logits16),
     (features32["pooled"], features16["pooled"]),
@@ -197,15 +204,14 @@ def test_bfloat16_compute_returns_float32_close_to_float32(images_32):
     assert 0.0 < float(relative_error) < 0.05  # bf16 rounding, ~1% measured.
 
 
-def test_whole_model_gradients_agree_between_conv_impls(images_32):
+def test_whole_model_gradients_agree_between_conv_impls(shufflenet, images_32):
   """Same parameters, XLA vs im2col/taps kernels: same outputs, same gradients.
 
   Eval mode: BatchNorm is then affine, so float32 rounding differences between
   the two kernels are not amplified (see the bfloat16 test); the per-layer
   tests below check train-mode-relevant gradients kernel by kernel.
   """
-  model = models.create_model("shufflenet_v2_x0_5", num_classes=5, in_channels=3, rngs=nnx.Rngs(0))
-  model.eval()
+  model = nnx.clone(shufflenet)
   labels = jnp.arange(4) % 5
 
   def loss_and_grads(impl):
@@ -257,16 +263,18 @@ CONV_CASES = [
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda case: "-".join(map(str, case[1:])))
 def test_im2col_equals_lax_convolution_forward_and_gradients(case):
   batch, height, width, cin, cout, kernel, strides, padding, groups = case
-  x = jax.random.normal(jax.random.key(0), (batch, height, width, cin))
-  w = jax.random.normal(jax.random.key(1), (kernel, kernel, cin // groups, cout))
-  cotangent_key = jax.random.key(2)
+  # NumPy data: every new shape of jax.random.normal is a (slow) compile.
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(batch, height, width, cin)).astype(np.float32)
+  w = rng.normal(size=(kernel, kernel, cin // groups, cout)).astype(np.float32)
 
   def run(impl):
     def conv(x, w):
       return impl(x, w, strides=(strides, strides), padding=padding, feature_group_count=groups)
 
     y, vjp = jax.vjp(jax.jit(conv), x, w)
-    return y, vjp(jax.random.normal(cotangent_key, y.shape))
+    cotangent = np.random.default_rng(1).normal(size=y.shape).astype(np.float32)
+    return y, vjp(cotangent)
 
   (y_ref, (dx_ref, dw_ref)) = run(conv_lib.conv2d_xla)
   (y, (dx, dw)) = run(conv_lib.conv2d_im2col)
@@ -291,11 +299,15 @@ def test_im2col_matches_numpy_direct_convolution():
 
 
 def test_conv_module_keeps_nnx_conv_kernel_layout():
-  layer = conv_lib.Conv(
-    6, 12, 3, groups=3, kernel_init=initializers.kaiming_normal_fan_out, rngs=nnx.Rngs(0)
+  layer = nnx.eval_shape(
+    lambda: conv_lib.Conv(
+      6, 12, 3, groups=3, kernel_init=initializers.kaiming_normal_fan_out, rngs=nnx.Rngs(0)
+    )
   )
-  reference = nnx.Conv(6, 12, (3, 3), feature_group_count=3, rngs=nnx.Rngs(0))
-  assert layer.kernel[...].shape == reference.kernel[...].shape == (3, 3, 2, 12)
+  reference = nnx.eval_shape(
+    lambda: nnx.Conv(6, 12, (3, 3), feature_group_count=3, rngs=nnx.Rngs(0))
+  )
+  assert layer.kernel.shape == reference.kernel.shape == (3, 3, 2, 12)
 
 
 def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps():
@@ -313,7 +325,10 @@ def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps():
   assert resolve((64, 2, 2, 512), (3, 3, 512, 512), backend="gpu") == "xla"
   assert resolve((64, 32, 32, 96), (3, 3, 1, 96), groups=96, backend="tpu") == "xla"
   for impl in ("xla", "im2col"):
-    assert conv_lib.resolve_conv_impl(impl, input_shape=(1, 64, 64, 3), kernel_shape=(3, 3, 3, 8)) == impl
+    resolved = conv_lib.resolve_conv_impl(
+      impl, input_shape=(1, 64, 64, 3), kernel_shape=(3, 3, 3, 8)
+    )
+    assert resolved == impl
   with pytest.raises(ValueError, match="conv_impl"):
     conv_lib.resolve_conv_impl("fast", input_shape=(1, 4, 4, 3), kernel_shape=(3, 3, 3, 8))
 
@@ -324,8 +339,10 @@ def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps():
 @pytest.mark.parametrize("shape", [(2, 8, 8, 3), (2, 7, 5, 2), (1, 2, 2, 4), (1, 1, 1, 2)])
 def test_max_pool_taps_equal_reduce_window_including_ties(shape):
   # Small integers make ties frequent; the gradient must go to the same input.
-  x = jnp.round(2 * jax.random.normal(jax.random.key(0), shape))
-  cotangent = jax.random.normal(jax.random.key(1), (shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, shape[3]))
+  rng = np.random.default_rng(0)
+  x = np.round(2 * rng.normal(size=shape)).astype(np.float32)
+  pooled_shape = (shape[0], (shape[1] + 1) // 2, (shape[2] + 1) // 2, shape[3])
+  cotangent = rng.normal(size=pooled_shape).astype(np.float32)
 
   def run(impl):
     pool = jax.jit(lambda x: pooling.max_pool(x, 3, strides=2, padding=1, impl=impl))
@@ -335,12 +352,17 @@ def test_max_pool_taps_equal_reduce_window_including_ties(shape):
   y_ref, dx_ref = run("xla")
   y, dx = run("im2col")
   np.testing.assert_array_equal(y, y_ref)
-  np.testing.assert_array_equal(dx, dx_ref)
+  # Same routing (which inputs receive gradient); values up to summation order
+  # where overlapping windows send gradient to the same input.
+  np.testing.assert_array_equal(dx != 0, dx_ref != 0)
+  np.testing.assert_allclose(dx, dx_ref, rtol=1e-6, atol=1e-6)
 
 
 def test_max_pool_matches_numpy_with_first_maximum_gradient():
   x = np.array([[1.0, 3.0, 3.0], [0.0, 3.0, 2.0], [1.0, 1.0, 1.0]], np.float32)[None, :, :, None]
-  y, vjp = jax.vjp(lambda x: pooling.max_pool(x, 3, strides=2, padding=1, impl="im2col"), jnp.asarray(x))
+  y, vjp = jax.vjp(
+    lambda x: pooling.max_pool(x, 3, strides=2, padding=1, impl="im2col"), jnp.asarray(x)
+  )
   np.testing.assert_array_equal(y[0, :, :, 0], [[3.0, 3.0], [3.0, 3.0]])
   (dx,) = vjp(jnp.ones_like(y))
   # Windows (0, 0) and (0, 1) cover rows 0-1: their first 3 is x[0, 1]. Windows
@@ -381,7 +403,7 @@ def test_batch_norm_matches_pytorch_semantics():
 
 
 def test_initializers_follow_torch_distributions():
-  key = jax.random.key(0)
+  key = jax.random.key(0)  # One key; each initializer compiles once anyway.
   kernel = initializers.kaiming_normal_fan_out(key, (3, 3, 64, 128))
   np.testing.assert_allclose(jnp.std(kernel), np.sqrt(2.0 / (9 * 128)), rtol=0.03)
   dense = initializers.torch_default_kernel(key, (256, 64))

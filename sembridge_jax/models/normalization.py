@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax import lax
 
@@ -50,10 +51,12 @@ class BatchNorm(nnx.Module):
   ):
     if not 0.0 <= momentum <= 1.0:
       raise ValueError(f"momentum must be in [0, 1], got {momentum}.")
-    self.scale = nnx.Param(jnp.ones((num_features,), param_dtype))
-    self.bias = nnx.Param(jnp.zeros((num_features,), param_dtype))
-    self.mean = nnx.BatchStat(jnp.zeros((num_features,), jnp.float32))
-    self.var = nnx.BatchStat(jnp.ones((num_features,), jnp.float32))
+    # NumPy constants: no per-shape XLA compilation when built eagerly.
+    ones, zeros = np.ones(num_features, np.float32), np.zeros(num_features, np.float32)
+    self.scale = nnx.Param(jnp.asarray(ones, param_dtype))
+    self.bias = nnx.Param(jnp.asarray(zeros, param_dtype))
+    self.mean = nnx.BatchStat(jnp.asarray(zeros))
+    self.var = nnx.BatchStat(jnp.asarray(ones))
     self.num_features = num_features
     self.momentum = momentum
     self.epsilon = epsilon

@@ -1,0 +1,137 @@
+"""Images/s of the full SemBridge distillation step for the paper's six pairs.
+
+  python bench/distill_step.py [--batch 64] [--size 64] [--steps 10] [--pairs all]
+
+Two variants per pair (batch 64, 64x64 RGB, 10-band MS, 10 classes):
+* gallery: the step as the project runs it -- the matched teachers' logits, pooled
+  features and tokens are read from the precomputed teacher gallery;
+* teacher inside: the same loss with the (frozen) teacher network run on the matched MS
+  images inside every step, as the authors' code does.
+Prints a Markdown table for the devices present.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from configs import synthetic  # noqa: E402
+from sembridge_jax import config_base, models  # noqa: E402
+from sembridge_jax.benchmark import ALL_PAIRS, pair_name  # noqa: E402
+from sembridge_jax.distill import step as step_lib, trainer  # noqa: E402
+from sembridge_jax.distill.gallery import Gallery  # noqa: E402
+from sembridge_jax.train import optimizers, sharding  # noqa: E402
+from sembridge_jax.train.state import TrainState, split_model, model_state_after  # noqa: E402
+
+NUM_CLASSES, MS_BANDS, GALLERY = 10, 10, 2048
+
+
+class Meta:
+  num_classes = NUM_CLASSES
+  ms_channels = MS_BANDS
+
+
+def teacher_gallery(teacher_model, size: int) -> Gallery:
+  """A gallery with the teacher's real output shapes (values random: speed only)."""
+  teacher_model.eval()
+  _, features = teacher_model(jnp.zeros((1, size, size, MS_BANDS)))
+  rng = np.random.default_rng(0)
+  n, d = features["tokens"].shape[1:]
+  return Gallery(ids=np.arange(GALLERY, dtype=np.int32),
+                 labels=(np.arange(GALLERY) % NUM_CLASSES).astype(np.int32),
+                 logits=rng.normal(size=(GALLERY, NUM_CLASSES)).astype(np.float32),
+                 pooled=rng.normal(size=(GALLERY, 512)).astype(np.float32),
+                 tokens=rng.normal(size=(GALLERY, n, d)).astype(np.float32))
+
+
+def time_steps(step, state, args, steps: int) -> float:
+  state, metrics = step(state, *args)  # Compile + warm-up.
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, *args)
+  jax.block_until_ready(metrics)
+  return (time.perf_counter() - start) / steps
+
+
+def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, steps: int):
+  config = config_base.validate_config(synthetic.get_config())
+  config.model.student = student_name
+  mesh = sharding.make_mesh()
+  teacher = models.create_model(teacher_name, num_classes=NUM_CLASSES, in_channels=MS_BANDS,
+                                rngs=nnx.Rngs(0))
+  gallery = teacher_gallery(teacher, size)
+  run = trainer.DistillRun("kd", True)
+  distiller = trainer.create_distiller(config, run, Meta, gallery, seed=0)
+  modeldef, params, model_state = split_model(distiller)
+  tx = optimizers.make_optimizer(config.distill.optimizer)
+  options = trainer.step_options(config, run, steps_per_epoch=100)
+  # Each timed step donates its state: give each variant its own copy.
+  fresh_state = lambda: sharding.put_replicated(
+      jax.tree.map(jnp.array, TrainState.create(params, model_state, tx)), mesh)
+  rng = np.random.default_rng(0)
+  labels = (np.arange(batch) % NUM_CLASSES).astype(np.int32)
+  data = sharding.put_batch({
+      "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32), "label": labels,
+      "mask": np.ones(batch, bool), "teacher_row": labels.copy(),
+      "teacher_image": rng.normal(size=(batch, size, size, MS_BANDS)).astype(np.float32)}, mesh)
+
+  gallery_step = step_lib.make_train_step(modeldef, tx, mesh, options)
+  device_gallery = sharding.put_replicated(gallery, mesh)
+  with_gallery = time_steps(gallery_step, fresh_state(), (data, device_gallery), steps)
+
+  # The authors' way: run the frozen teacher on the matched MS images in every step.
+  teacher_def, teacher_params, teacher_rest = nnx.split(teacher, nnx.Param, ...)
+  teacher_vars = sharding.put_replicated((teacher_params, teacher_rest), mesh)
+
+  def teacher_inside_step(current, batch_data, teacher_state):
+    frozen = nnx.merge(teacher_def, *teacher_state)
+    logits, features = frozen(batch_data["teacher_image"])
+    rows = jnp.arange(batch_data["label"].shape[0])
+    per_batch = Gallery(ids=rows, labels=batch_data["label"], logits=logits,
+                        pooled=features["pooled"], tokens=features["tokens"])
+    batch_data = dict(batch_data, teacher_row=rows)
+    epoch = current.step.astype(jnp.float32) / options.steps_per_epoch
+
+    def loss_fn(p):
+      model = modeldef.merge(p, current.model_state, training=True)
+      loss, terms = step_lib.distillation_loss(model, batch_data, per_batch, epoch, options)
+      return loss, (terms, model_state_after(model))
+
+    (_, (terms, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(current.params)
+    return current.apply_gradients(grads, tx, new_state), terms
+
+  inside = jax.jit(teacher_inside_step, donate_argnums=0)
+  with_teacher = time_steps(inside, fresh_state(), (data, teacher_vars), steps)
+  return batch / with_gallery, batch / with_teacher
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--size", type=int, default=64)
+  parser.add_argument("--steps", type=int, default=10)
+  parser.add_argument("--pairs", default="all", help="all, or e.g. 0,3 (indices into the six)")
+  args = parser.parse_args()
+  pairs = ALL_PAIRS if args.pairs == "all" else [ALL_PAIRS[int(i)] for i in args.pairs.split(",")]
+  devices = jax.devices()
+  print(f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}); "
+        f"batch {args.batch}, {args.size}x{args.size}, {NUM_CLASSES} classes")
+  print("\n| pair | gallery step (img/s) | teacher inside (img/s) | speed-up |\n|---|---|---|---|")
+  for teacher, student in pairs:
+    gallery_ips, teacher_ips = bench_pair(teacher, student, args.batch, args.size, args.steps)
+    print(f"| {pair_name((teacher, student))} | {gallery_ips:.0f} | {teacher_ips:.0f} | "
+          f"{gallery_ips / teacher_ips:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
