@@ -16,7 +16,6 @@ DATASET_MS_CHANNELS = {"s2s_eu": 10, "s2s_cn": 14, "m2s_gl": 10}
 NORMALIZATIONS = ("per_image_max", "band_stats")
 MATCHING_MODES = ("epochs", "step")
 DTYPES = ("float32", "bfloat16")
-CONV_IMPLS = ("auto", "xla", "im2col")
 
 
 def dataset_config(name: str) -> ml_collections.ConfigDict:
@@ -133,7 +132,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     _require(config.model[key] in models.MODEL_NAMES, f"model.{key}", sorted(models.MODEL_NAMES),
              config.model[key])
   _require(config.model.dtype in DTYPES, "model.dtype", DTYPES, config.model.dtype)
-  _require(config.model.conv_impl in CONV_IMPLS, "model.conv_impl", CONV_IMPLS,
+  _require(config.model.conv_impl in models.CONV_IMPLS, "model.conv_impl", models.CONV_IMPLS,
            config.model.conv_impl)
   _require(config.data.normalization in NORMALIZATIONS, "data.normalization", NORMALIZATIONS,
            config.data.normalization)

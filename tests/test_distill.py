@@ -88,6 +88,7 @@ from sembridge_jax.distill import trainer
 from sembridge_jax.train import sharding
 config = config_base.validate_config(tiny_config())
 config.distill.sinkhorn_iterations = 20
+config.distill.optimizer.name = "sgd"  # Linear in the gradient (see test_train.py).
 mesh = sharding.make_mesh()
 assert mesh.devices.size == {devices}
 state, metrics = one_step(config, trainer.DistillRun("kd", True), random_gallery("shufflenet_v2_x0_5"),
