@@ -159,12 +159,14 @@ def test_no_gradient_reaches_the_teacher_outputs():
   config.distill.sinkhorn_iterations = 5
   run = trainer.DistillRun("kd", True)
   gallery = random_gallery("shufflenet_v2_x0_5")
-  model = trainer.create_distiller(config, run, FakeBenchmark, gallery, seed=0)
+  modeldef, params, model_state = split_model(
+      trainer.create_distiller(config, run, FakeBenchmark, gallery, seed=0))
   options = trainer.step_options(config, run, steps_per_epoch=3)
   batch = random_batch()
 
   def loss_of_gallery(logits, pooled, tokens):
     g = gallery._replace(logits=logits, pooled=pooled, tokens=tokens)
+    model = modeldef.merge(params, model_state, training=True)
     return step_lib.distillation_loss(model, batch, g, 0.0, options)[0]
 
   grads = jax.grad(loss_of_gallery, argnums=(0, 1, 2))(gallery.logits, gallery.pooled, gallery.tokens)
