@@ -5,9 +5,9 @@ Unpaired MS (10 bands) and RGB images of 10 classes from two synthetic "regions"
 
   sembridge-jax pipeline --config configs/synthetic.py --workdir /tmp/sembridge_synth
 
-Expected (2-core CPU, about 11 minutes; RGB test OA, mean ± std over seeds 0, 1, 2):
+Expected (2-core CPU, about 12 minutes; RGB test OA, mean ± std over seeds 0, 1, 2):
 teacher (MS) 100.0; student alone 58.6 ± 2.3; KD with random same-class pairs
-55.3 ± 1.4; SemBridge 56.7 ± 2.1 (README "Results" has the full table and ablations).
+61.9 ± 4.8; SemBridge 56.0 ± 1.6 (README "Results" has the table and an ablation).
 """
 
 from sembridge_jax import config_base

@@ -90,10 +90,12 @@ def plot_transport_costs(costs: Mapping[str, float] | Mapping[str, Mapping[str, 
   ax.set_xlabel("setting")
   top = np.nanmax(table)
   bottom = min(0.0, np.nanmin(table))
-  ax.set_ylim(bottom * 1.15, top * 1.18 if top > 0 else 1.0)
+  # Head-room above the tallest bar for its value label and the legend.
+  ax.set_ylim(bottom * 1.15, top * (1.45 if grouped else 1.18) if top > 0 else 1.0)
   ax.axhline(0.0, color="black", linewidth=0.8)
   ax.grid(axis="y", alpha=0.3)
   ax.set_title(title or "Transport cost between teacher and student feature distributions")
   if grouped:
-    ax.legend(title=legend_title, fontsize=8)
+    ax.legend(title=legend_title, fontsize=8, loc="upper center", ncol=len(series),
+              title_fontsize=8)
   return fig
