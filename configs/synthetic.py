@@ -5,9 +5,10 @@ Unpaired MS (10 bands) and RGB images of 10 classes from two synthetic "regions"
 
   sembridge-jax pipeline --config configs/synthetic.py --workdir /tmp/sembridge_synth
 
-Expected (2-core CPU, about 12 minutes; RGB test OA, mean ± std over seeds 0, 1, 2):
-teacher (MS) 100.0; student alone 58.6 ± 2.3; KD with random same-class pairs
-61.9 ± 4.8; SemBridge 56.0 ± 1.6 (README "Results" has the table and an ablation).
+Expected (2-core CPU, about 6 minutes; RGB test OA, mean ± std over seeds 0, 1, 2):
+teacher (MS) 100.0; student alone 56.3 ± 1.0; KD with random same-class pairs
+57.8 ± 1.9; SemBridge 56.8 ± 1.8. The differences are within seed noise, and other CPUs
+give other orders (README "Results" explains why this benchmark cannot rank them).
 """
 
 from sembridge_jax import config_base

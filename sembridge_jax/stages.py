@@ -158,6 +158,56 @@ def synthetic_match_quality(config: ml_collections.ConfigDict, benchmark, studen
           "random_true_feature_distance": distance(random_teacher_ids)}
 
 
+def confusable_pair_analysis(pairs: tuple[tuple[int, int], ...], confusion: np.ndarray
+                             ) -> dict[str, float]:
+  """Where a classifier's test errors are, given the classes that come in confusable pairs.
+
+  ``confusion[i, j]`` counts test images of class i predicted as j. Returns the accuracy on
+  the classes that belong to a pair, on the other classes, and the share of all errors
+  that confuse the two members of a pair (``confusion[a, b] + confusion[b, a]``).
+  """
+  confusion = np.asarray(confusion, np.float64)
+  in_pair = np.zeros(len(confusion), bool)
+  in_pair[[c for pair in pairs for c in pair]] = True
+  correct = np.diag(confusion)
+  errors = confusion.sum() - correct.sum()
+  within = sum(confusion[a, b] + confusion[b, a] for a, b in pairs)
+  accuracy = lambda mask: float(correct[mask].sum() / max(confusion[mask].sum(), 1.0))
+  return {"pair_class_oa": accuracy(in_pair), "other_class_oa": accuracy(~in_pair),
+          "within_pair_error_share": float(within / errors) if errors else 0.0}
+
+
+def synthetic_pair_analysis(config: ml_collections.ConfigDict, workdir: pathlib.Path
+                            ) -> dict[str, dict[str, float]]:
+  """`confusable_pair_analysis` of every finished run in the workdir (mean over seeds).
+
+  Only the synthetic benchmark knows its confusable pairs (classes that differ mainly in
+  non-visible bands, see `sembridge_jax.data.synthetic`): it shows how much of an RGB
+  student's gap to the MS teacher is information the RGB camera does not record.
+  """
+  from sembridge_jax.data import synthetic, synthetic_parameters
+  pairs = synthetic.make_prototypes(synthetic_parameters(config.data))[0].pairs
+  runs = {"teacher": [workdir / "teacher" / "test_metrics.json"], **student_runs(workdir)}
+  analysis = {}
+  for name, paths in runs.items():
+    per_seed = [confusable_pair_analysis(pairs, json.loads(p.read_text())["confusion"])
+                for p in paths if p.exists()]
+    if per_seed:
+      analysis[name] = {k: float(np.mean([m[k] for m in per_seed])) for k in per_seed[0]}
+  return analysis
+
+
+def print_pair_analysis(analysis: dict[str, dict[str, float]]) -> None:
+  lines = ["", "Synthetic benchmark: accuracy on the classes an RGB camera confuses in pairs "
+           "(they differ mainly in non-visible bands) vs the other classes",
+           "| run | pair classes OA (%) | other classes OA (%) | errors within a pair (%) |",
+           "|---|---|---|---|"]
+  for name, m in analysis.items():
+    lines.append(f"| {name} | {100 * m['pair_class_oa']:.1f} | {100 * m['other_class_oa']:.1f} "
+                 f"| {100 * m['within_pair_error_share']:.1f} |")
+  _print("\n".join(lines))
+
+
 def teacher_gallery(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark):
   from sembridge_jax.distill.gallery import build_gallery, gallery_path
   if not (workdir / "teacher" / "checkpoints").exists():
@@ -207,8 +257,12 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark
   previous = workdir / "results.json"
   if previous.exists():
     results["timings"] = json.loads(previous.read_text()).get("timings", {})
+  if config.data.name == "synthetic":
+    results["synthetic_pairs"] = synthetic_pair_analysis(config, workdir)
   write_results(workdir, results)
   print_results_table(results)
+  if "synthetic_pairs" in results:
+    print_pair_analysis(results["synthetic_pairs"])
   return results
 
 
@@ -217,16 +271,21 @@ def _read_metrics(path: pathlib.Path) -> dict[str, float]:
   return {k: metrics[k] for k in ("oa", "macro_precision", "macro_recall", "macro_f1")}
 
 
+def student_runs(workdir: pathlib.Path) -> dict[str, list[pathlib.Path]]:
+  """``{"student_only" | "<distill run>": [seed_*/test_metrics.json, ...]}`` in the workdir."""
+  runs = {"student_only": sorted((workdir / "student_only").glob("seed_*/test_metrics.json"))}
+  for rundir in sorted((workdir / "distill").glob("*")):
+    runs[rundir.name] = sorted(rundir.glob("seed_*/test_metrics.json"))
+  return runs
+
+
 def collect_results(workdir: pathlib.Path) -> dict[str, Any]:
   """``{"teacher": ..., "student_only": ..., "<run>": ...}`` from test_metrics.json files."""
   results: dict[str, Any] = {}
   if (workdir / "teacher" / "test_metrics.json").exists():
     teacher = _read_metrics(workdir / "teacher" / "test_metrics.json")
     results["teacher"] = summarize_seeds({0: teacher})
-  groups = {"student_only": sorted((workdir / "student_only").glob("seed_*/test_metrics.json"))}
-  for rundir in sorted((workdir / "distill").glob("*")):
-    groups[rundir.name] = sorted(rundir.glob("seed_*/test_metrics.json"))
-  for name, paths in groups.items():
+  for name, paths in student_runs(workdir).items():
     if paths:
       results[name] = summarize_seeds({int(p.parent.name.split("_")[1]): _read_metrics(p)
                                        for p in paths})
@@ -265,8 +324,12 @@ def pipeline(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[s
   results["sembridge"] = results[f"{method}+sembridge"]
   results["config"] = config.to_dict()
   results["timings"] = timings
+  if benchmark.name == "synthetic":
+    results["synthetic_pairs"] = synthetic_pair_analysis(config, workdir)
   write_results(workdir, results)
   print_results_table(results)
+  if "synthetic_pairs" in results:
+    print_pair_analysis(results["synthetic_pairs"])
   return results
 
 

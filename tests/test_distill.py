@@ -138,6 +138,21 @@ def test_pipeline_writes_results_with_all_keys(tiny_pipeline):
   assert results["timings"]["distill-sembridge"] > 0
   assert (workdir / "matching" / "pairs.npz").exists()
   assert list((workdir / "distill" / "kd+sembridge" / "seed_0" / "matching").glob("rematch_epoch_1.*"))
+  analysis = results["synthetic_pairs"]
+  assert set(analysis) == {"teacher", "student_only", "kd", "kd+sembridge"}
+  for run in analysis.values():
+    assert all(0.0 <= v <= 1.0 for v in run.values())
+
+
+def test_confusable_pair_analysis_counts_errors_inside_pairs():
+  # Classes 0 and 1 form a pair, 2 is on its own.
+  confusion = np.array([[6, 3, 1],    # class 0: 3 taken for its pair partner, 1 elsewhere
+                        [2, 8, 0],    # class 1: 2 taken for its partner
+                        [0, 4, 6]])   # class 2: 4 taken for class 1 (not a pair error)
+  analysis = stages.confusable_pair_analysis(((0, 1),), confusion)
+  assert analysis["pair_class_oa"] == pytest.approx(14 / 20)
+  assert analysis["other_class_oa"] == pytest.approx(6 / 10)
+  assert analysis["within_pair_error_share"] == pytest.approx(5 / 10)
 
 
 def test_teacher_is_bit_identical_after_distillation(tiny_pipeline, tiny_setup):

@@ -127,6 +127,15 @@ def test_dual_potentials_plot_centred_potentials_sorted_by_class():
   assert [t.get_text() for t in fig.legends[0].get_texts()] == list(CLASS_NAMES)
 
 
+def test_dual_potential_labels_skip_overlapping_neighbours():
+  # Samples 0 and 1 (same class, adjacent, nearly equal) are the two most expensive
+  # students: labelling both would print one label over the other.
+  f = np.array([1.0, 0.99, -0.2, -0.3, 0.6, -0.5, -0.4, -0.1, -0.6, -0.45])
+  labels = np.zeros(10, np.int64)
+  fig = viz.plot_dual_potentials(f, np.zeros(10), labels, labels, ["only"], annotate=2)
+  texts = [t.get_text() for t in fig.axes[0].texts]
+  assert texts == ["#0", "#4"]
+
 def test_dual_potentials_reject_malformed_input():
   with pytest.raises(ValueError, match="`student_labels` has 2 entries but `f` has 3"):
     viz.plot_dual_potentials(np.zeros(3), np.zeros(3), [0, 1], [0, 1, 2])

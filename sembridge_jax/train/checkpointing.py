@@ -27,8 +27,10 @@ def _is_key(x: Any) -> bool:
 
 
 def _to_savable(tree: Any) -> dict[str, np.ndarray]:
+  # Copies (np.array, not np.asarray): saves finish in the background while the next
+  # train steps run, and on CPU np.asarray would alias a buffer that the step donates.
   leaves = jax.tree.leaves(tree)
-  return {f"leaf_{i:05d}": np.asarray(jax.random.key_data(x) if _is_key(x) else x)
+  return {f"leaf_{i:05d}": np.array(jax.random.key_data(x) if _is_key(x) else x)
           for i, x in enumerate(leaves)}
 
 
@@ -58,7 +60,12 @@ class Restored(NamedTuple):
 
 
 class Checkpointer:
-  """Periodic + best checkpoints of one training stage."""
+  """Periodic + best checkpoints of one training stage.
+
+  Saves are asynchronous: ``save_latest``/``save_best`` copy the state to host memory and
+  return while Orbax writes it (a save waits for the previous one of its kind). Restores
+  and ``close`` wait for pending saves, so a finished stage's checkpoints are complete.
+  """
 
   def __init__(self, directory: str | pathlib.Path, *, max_to_keep: int = 2):
     self.directory = pathlib.Path(directory).absolute()
@@ -76,18 +83,21 @@ class Checkpointer:
     if iterator_state is not None:
       items["iterator"] = ocp.args.JsonSave(_jsonable_iterator_state(iterator_state))
     self._latest.save(step, args=ocp.args.Composite(**items), force=True)
-    self._latest.wait_until_finished()
 
   def save_best(self, step: int, state: Any, meta: dict[str, Any]) -> None:
     self._best.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(_to_savable(state)),
                                                    meta=ocp.args.JsonSave(meta)), force=True)
+
+  def wait_until_finished(self) -> None:
+    self._latest.wait_until_finished()
     self._best.wait_until_finished()
 
   def latest_step(self) -> int | None:
+    self._latest.wait_until_finished()
     return self._latest.latest_step()
 
   def restore_latest(self, template: Any) -> Restored | None:
-    step = self._latest.latest_step()
+    step = self.latest_step()
     if step is None:
       return None
     # Which items the step holds, read from its folder (asking Orbax for item metadata
@@ -102,6 +112,7 @@ class Checkpointer:
                     _decode_iterator_state(iterator_state), dict(restored["meta"]))
 
   def restore_best(self, template: Any) -> Restored:
+    self._best.wait_until_finished()
     step = self._best.latest_step()
     if step is None:
       raise FileNotFoundError(f"no best checkpoint under {self.directory / 'best'}: "
@@ -112,9 +123,11 @@ class Checkpointer:
                     dict(restored["meta"]))
 
   def has_best(self) -> bool:
+    self._best.wait_until_finished()
     return self._best.latest_step() is not None
 
   def close(self) -> None:
+    self.wait_until_finished()
     self._latest.close()
     self._best.close()
 

@@ -186,6 +186,20 @@ def plot_epsilon_sweep(results: Sequence[Any], epsilons: Sequence[float], studen
   return fig
 
 
+def _separated_maxima(x: np.ndarray, y: np.ndarray, count: int) -> list[int]:
+  """Indices of the ``count`` largest ``y`` whose labels would not overlap: a point is
+  skipped when it lies within 4 positions and 8% of the value range of one already taken
+  (near-equal neighbours would print their labels on top of each other)."""
+  span = max(float(np.ptp(y)), 1e-12)
+  taken: list[int] = []
+  for i in np.argsort(-y):
+    if len(taken) >= count:
+      break
+    if all(abs(x[i] - x[j]) >= 4 or abs(y[i] - y[j]) >= 0.08 * span for j in taken):
+      taken.append(int(i))
+  return taken
+
+
 def plot_dual_potentials(f: Any, g: Any, student_labels: Any, teacher_labels: Any,
                          class_names: Sequence[str] | None = None, *, annotate: int = 3,
                          title: str | None = None) -> Figure:
@@ -234,7 +248,7 @@ def plot_dual_potentials(f: Any, g: Any, student_labels: Any, teacher_labels: An
     for boundary in order.boundaries:
       ax.axvline(boundary, color="0.7", linestyle=":", linewidth=1.0)
     ax.axhline(0.0, color="0.4", linewidth=0.8)
-    for rank in np.argsort(-shown)[:max(annotate, 0)]:
+    for rank in _separated_maxima(position, shown, annotate):
       ax.annotate(f"#{order.order[rank]}", (position[rank], shown[rank]),
                   textcoords="offset points", xytext=(4, 4), fontsize=8)
     ax.set_xlabel(f"{who} sample (sorted by class; #k = index in the batch)")
