@@ -257,12 +257,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark
   previous = workdir / "results.json"
   if previous.exists():
     results["timings"] = json.loads(previous.read_text()).get("timings", {})
-  if config.data.name == "synthetic":
-    results["synthetic_pairs"] = synthetic_pair_analysis(config, workdir)
-  write_results(workdir, results)
-  print_results_table(results)
-  if "synthetic_pairs" in results:
-    print_pair_analysis(results["synthetic_pairs"])
+  report_results(config, workdir, results)
   return results
 
 
@@ -324,13 +319,19 @@ def pipeline(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[s
   results["sembridge"] = results[f"{method}+sembridge"]
   results["config"] = config.to_dict()
   results["timings"] = timings
-  if benchmark.name == "synthetic":
+  report_results(config, workdir, results)
+  return results
+
+
+def report_results(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+                   results: dict[str, Any]) -> None:
+  """Adds the synthetic benchmark's pair analysis, writes results.json, prints the tables."""
+  if config.data.name == "synthetic":
     results["synthetic_pairs"] = synthetic_pair_analysis(config, workdir)
   write_results(workdir, results)
   print_results_table(results)
   if "synthetic_pairs" in results:
     print_pair_analysis(results["synthetic_pairs"])
-  return results
 
 
 def write_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:

@@ -136,6 +136,7 @@ def test_dual_potential_labels_skip_overlapping_neighbours():
   texts = [t.get_text() for t in fig.axes[0].texts]
   assert texts == ["#0", "#4"]
 
+
 def test_dual_potentials_reject_malformed_input():
   with pytest.raises(ValueError, match="`student_labels` has 2 entries but `f` has 3"):
     viz.plot_dual_potentials(np.zeros(3), np.zeros(3), [0, 1], [0, 1, 2])
