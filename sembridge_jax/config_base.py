@@ -69,7 +69,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.matcher.plateau_patience = 2
   c.matcher.plateau_factor = 0.5
   c.matcher.validation_fraction = 0.2
+  # The RGB view of each MS image: its true-colour bands over the image's maximum, raised
+  # to 1 / rendering_gamma (1: a linear stretch; ~2.2 if the RGB images are camera/sRGB
+  # JPEGs). augment_rendering flips it independently of the MS view (so the two views are
+  # not pixel-aligned) and jitters brightness/contrast/saturation by +-rendering_colour_jitter.
   c.matcher.augment_rendering = False
+  c.matcher.rendering_gamma = 1.0
+  c.matcher.rendering_colour_jitter = 0.1
 
   c.matching = ml_collections.ConfigDict()
   c.matching.mode = "epochs"              # or "step": re-select inside every jitted step
@@ -154,6 +160,10 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
                      "holds S2S_EU/, S2S_CN/, M2S_GL/) or --config.data.download_url=URL")
   _require(config.matching.mode in MATCHING_MODES, "matching.mode", MATCHING_MODES,
            config.matching.mode)
+  _require(config.matcher.rendering_gamma > 0, "matcher.rendering_gamma", "a positive number",
+           config.matcher.rendering_gamma)
+  _require(0.0 <= config.matcher.rendering_colour_jitter < 1.0, "matcher.rendering_colour_jitter",
+           "a number in [0, 1)", config.matcher.rendering_colour_jitter)
   for section in ("teacher", "student", "matcher", "distill"):
     for key in ("epochs", "batch_size"):
       value = config[section][key]

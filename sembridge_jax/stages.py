@@ -133,9 +133,10 @@ def match(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=No
   _print(f"match: mean cosine similarity {summary['matched_mean_similarity']:.3f} (matched) vs "
          f"{summary['random_same_class_mean_similarity']:.3f} (random same-class pairs)")
   if "matched_true_feature_distance" in summary:
-    _print(f"match: mean true scene-colour distance {summary['matched_true_feature_distance']:.4f} "
+    _print(f"match: true scene-colour distance {summary['matched_true_feature_distance']:.4f} "
            f"(matched) vs {summary['random_true_feature_distance']:.4f} (random same-class pairs); "
-           "lower is better")
+           f"relative to each region's class mean {summary['matched_relative_feature_distance']:.4f}"
+           f" vs {summary['random_relative_feature_distance']:.4f}; lower is better")
   return summary
 
 
@@ -144,18 +145,37 @@ def synthetic_match_quality(config: ml_collections.ConfigDict, benchmark, studen
                             ) -> dict[str, float]:
   """Ground truth only the synthetic benchmark has: the mean distance between the
   physical scene descriptors (`sembridge_jax.data.synthetic.scene_descriptor`) of each
-  student and its teacher, for the SFM pairs and for random same-class pairs."""
+  student and its teacher, for the SFM pairs and for random same-class pairs.
+
+  Two versions. ``true_feature_distance`` compares the descriptors as they are; because
+  the two regions' class prototypes differ (``semantic_overlap`` < 1), it is dominated
+  by the region offset and rewards sending every student of a class to the one teacher
+  nearest the RGB region's class mean (a hub). ``relative_feature_distance`` first
+  subtracts each region's class mean from its descriptors, so it asks what SFM is for:
+  is a student that is, say, greener than its class's average paired with a teacher that
+  is greener than *its* class's average?
+  """
   from sembridge_jax.data import synthetic, synthetic_parameters
   descriptors = synthetic.scene_descriptors(synthetic_parameters(config.data))
 
-  def of(split: str, ids: np.ndarray) -> np.ndarray:
-    names = benchmark.filenames(split)
-    return np.stack([descriptors[names[i]] for i in benchmark.index_of(split, ids)])
+  def of(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Descriptors of a whole split in source order, and minus their class means."""
+    raw = np.stack([descriptors[name] for name in benchmark.filenames(split)])
+    labels = benchmark.labels(split)
+    relative = raw.copy()
+    for label in np.unique(labels):
+      relative[labels == label] -= raw[labels == label].mean(axis=0)
+    return raw, relative
 
-  students = of("rgb_train", student_ids)
-  distance = lambda teachers: float(np.linalg.norm(students - of("ms_train", teachers), axis=-1).mean())
-  return {"matched_true_feature_distance": distance(teacher_ids),
-          "random_true_feature_distance": distance(random_teacher_ids)}
+  (rgb_raw, rgb_relative), (ms_raw, ms_relative) = of("rgb_train"), of("ms_train")
+  students = benchmark.index_of("rgb_train", student_ids)
+  distance = lambda a, b, teachers: float(np.linalg.norm(
+      a[students] - b[benchmark.index_of("ms_train", teachers)], axis=-1).mean())
+  return {"matched_true_feature_distance": distance(rgb_raw, ms_raw, teacher_ids),
+          "random_true_feature_distance": distance(rgb_raw, ms_raw, random_teacher_ids),
+          "matched_relative_feature_distance": distance(rgb_relative, ms_relative, teacher_ids),
+          "random_relative_feature_distance": distance(rgb_relative, ms_relative,
+                                                       random_teacher_ids)}
 
 
 def confusable_pair_analysis(pairs: tuple[tuple[int, int], ...], confusion: np.ndarray
@@ -323,15 +343,35 @@ def pipeline(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[s
   return results
 
 
+def gallery_kd_target_spread(config: ml_collections.ConfigDict, workdir: pathlib.Path):
+  """`sembridge_jax.matching.kd_target_spread` of the workdir's teacher gallery (None if
+  there is no gallery): how much a same-class teacher's choice can change a KD target."""
+  from sembridge_jax import matching
+  from sembridge_jax.distill.gallery import gallery_path
+  path = gallery_path(workdir)
+  if not path.exists():
+    return None
+  with np.load(path) as stored:
+    return matching.kd_target_spread(stored["logits"], stored["labels"],
+                                     temperature=config.distill.temperature)
+
+
 def report_results(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                    results: dict[str, Any]) -> None:
-  """Adds the synthetic benchmark's pair analysis, writes results.json, prints the tables."""
+  """Adds the synthetic benchmark's pair analysis and the gallery's KD-target spread,
+  writes results.json, prints the tables."""
+  from sembridge_jax import matching
   if config.data.name == "synthetic":
     results["synthetic_pairs"] = synthetic_pair_analysis(config, workdir)
+  spread = gallery_kd_target_spread(config, workdir)
+  if spread is not None:
+    results["kd_target_spread"] = spread.as_dict()
   write_results(workdir, results)
   print_results_table(results)
   if "synthetic_pairs" in results:
     print_pair_analysis(results["synthetic_pairs"])
+  if spread is not None:
+    _print("gallery: " + matching.format_kd_target_spread(spread))
 
 
 def write_results(workdir: pathlib.Path, results: dict[str, Any]) -> None:

@@ -85,13 +85,14 @@ def test_rgb_matches_pil_decode_and_bilinear_resize(benchmark):
     np.testing.assert_allclose(image, (resized / 255.0 - 0.5) / 0.5, atol=2.5 * 2 / 255)
 
 
-def test_rgb_rendering_is_true_colour_over_its_max(benchmark):
+@pytest.mark.parametrize("gamma", [1.0, 2.2])
+def test_rgb_rendering_is_true_colour_over_its_max(benchmark, gamma):
   files = raw_ms(benchmark, "ms_train")
-  batch = next(iter(loader(benchmark, with_rgb_rendering=True)))
+  batch = next(iter(loader(benchmark, with_rgb_rendering=True, rendering_gamma=gamma)))
   bands = list(benchmark.rgb_bands)
   for rendering, record_id in zip(batch["rgb_rendering"], batch["id"]):
     rgb = files[int(record_id)][..., bands]
-    rgb = rgb / rgb.max()
+    rgb = (rgb / rgb.max()) ** (1 / gamma)
     expected = np.stack([np.asarray(Image.fromarray(rgb[..., c].astype(np.float32), mode="F")
                                     .resize((RGB_SIZE, RGB_SIZE), Image.BILINEAR))
                          for c in range(3)], -1)
@@ -215,6 +216,13 @@ def test_augmentation_is_seeded_and_only_touches_rgb(benchmark):
   ms_augmented = next(iter(loader(benchmark, with_rgb_rendering=True, augment=True)))
   np.testing.assert_array_equal(ms_augmented["image"], ms_plain["image"])
   assert not np.allclose(ms_augmented["rgb_rendering"], ms_plain["rgb_rendering"])
+  # colour_jitter=0: flips only, so every rendering keeps its values, only their places move.
+  ms_flipped = next(iter(loader(benchmark, with_rgb_rendering=True, augment=True,
+                                colour_jitter=0.0)))
+  np.testing.assert_allclose(np.sort(ms_flipped["rgb_rendering"].reshape(len(ms_plain["id"]), -1)),
+                             np.sort(ms_plain["rgb_rendering"].reshape(len(ms_plain["id"]), -1)),
+                             atol=1e-5)
+  assert not np.allclose(ms_flipped["rgb_rendering"], ms_plain["rgb_rendering"])
 
 
 def test_streaming_and_cached_reads_agree(benchmark):

@@ -53,3 +53,8 @@ def test_augmentation_flips_and_jitters_within_range():
   matches = np.stack([np.isclose(flipped, c, atol=1e-6).all(axis=(1, 2, 3))
                       for c in candidates])
   assert matches.any(0).all() and matches.sum(1).min() > 0  # Every kind of flip occurs.
+
+
+def test_rendering_rejects_a_non_positive_gamma():
+  with pytest.raises(ValueError, match="gamma must be positive"):
+    preprocessing.true_colour_rendering(np.ones((1, 4, 4, 5)), (3, 2, 1), 4, gamma=0.0)

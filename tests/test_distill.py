@@ -142,6 +142,9 @@ def test_pipeline_writes_results_with_all_keys(tiny_pipeline):
   assert set(analysis) == {"teacher", "student_only", "kd", "kd+sembridge"}
   for run in analysis.values():
     assert all(0.0 <= v <= 1.0 for v in run.values())
+  spread = results["kd_target_spread"]
+  assert 0.0 <= spread["within_class"] <= 1.0 and 0.0 <= spread["between_class"] <= 1.0
+  assert set(spread["per_class"]) == {"0", "1", "2"} and spread["temperature"] == 3.0
 
 
 def test_confusable_pair_analysis_counts_errors_inside_pairs():

@@ -120,3 +120,28 @@ def test_matcher_trains_under_jit():
   rgb = ms[..., :3]
   losses = [float(step(matcher, optimizer, ms, rgb)) for _ in range(5)]
   assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_plateau_halves_the_learning_rate_after_patience_epochs():
+  import ml_collections
+  from sembridge_jax.train import optimizers
+  from sembridge_jax.train.matcher import Plateau
+  from sembridge_jax.train.state import TrainState
+  tx = optimizers.make_optimizer(ml_collections.ConfigDict(
+      {"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-3, "schedule": "constant"}))
+  params = nnx.State({"w": nnx.Param(jnp.zeros(3))})
+  state = TrainState.create(params, nnx.State({}), tx)
+  plateau = Plateau(patience=2, factor=0.5)
+  rates = []
+  for epoch, loss in enumerate([3.0, 2.0, 2.5, 2.1, 2.2, 1.0, 1.5, 1.5, 1.5, 1.5], start=1):
+    state = plateau(epoch, state, {"val_loss": loss})
+    rates.append(optimizers.get_learning_rate(state.opt_state))
+  # Improvements at epochs 1, 2 and 6; two bad epochs in a row halve the rate and restart
+  # the count (epochs 4, 8 and 10).
+  np.testing.assert_allclose(rates, [1e-3, 1e-3, 1e-3, 5e-4, 5e-4, 5e-4, 5e-4, 2.5e-4, 2.5e-4,
+                                     1.25e-4], rtol=1e-6)
+  saved = plateau.get()
+  resumed = Plateau(patience=2, factor=0.5)
+  resumed.set(saved)
+  assert resumed.get() == saved == {"best": 1.0, "bad_epochs": 0}
+  assert plateau(11, state, {}) is state  # No validation metric: nothing changes.

@@ -106,24 +106,18 @@ def test_data_parallel_step_on_8_devices_equals_1_device(tmp_path):
     np.testing.assert_allclose(one[key], eight[key], rtol=2e-4, atol=2e-5, err_msg=key)
 
 
-def test_config_validation_names_the_key():
+@pytest.mark.parametrize("overrides, message", [
+    ({"model.student": "vgg16"}, r"model\.student='vgg16'.*resnet34"),
+    ({"data.ms_channels": 13}, r"data\.ms_channels=13.*5"),
+    ({"data.name": "eurosat"}, r"data\.name='eurosat'.*s2s_eu"),
+    ({"matcher.rendering_gamma": 0.0}, r"matcher\.rendering_gamma=0\.0.*positive"),
+    ({"matcher.rendering_colour_jitter": 1.5}, r"matcher\.rendering_colour_jitter=1\.5"),
+    ({"data.name": "s2s_eu", "data.ms_channels": 10, "data.rgb_bands": (3, 2, 1)}, "manual_dir"),
+])
+def test_config_validation_names_the_key(overrides, message):
   config = tiny_config()
-  config.model.student = "vgg16"
-  with pytest.raises(ValueError, match=r"model\.student='vgg16'.*resnet34"):
-    config_base.validate_config(config)
-  config = tiny_config()
-  config.data.ms_channels = 13
-  with pytest.raises(ValueError, match=r"data\.ms_channels=13.*5"):
-    config_base.validate_config(config)
-  config = tiny_config()
-  config.data.name = "eurosat"
-  with pytest.raises(ValueError, match=r"data\.name='eurosat'.*s2s_eu"):
-    config_base.validate_config(config)
-  config = tiny_config()
-  config.data.name = "s2s_eu"
-  config.data.ms_channels = 10
-  config.data.rgb_bands = (3, 2, 1)
-  with pytest.raises(ValueError, match="manual_dir"):
+  config.update_from_flattened_dict(overrides)
+  with pytest.raises(ValueError, match=message):
     config_base.validate_config(config)
 
 

@@ -106,7 +106,7 @@ class _BatchAssembler:
 
   def __init__(self, benchmark: Benchmark, split: str, plan: EpochPlan, *,
                normalization: str, augment: bool, with_rgb_rendering: bool,
-               cache: bool | None):
+               rendering_gamma: float, colour_jitter: float, cache: bool | None):
     self.is_ms = benchmark.is_ms(split)
     self.reader = benchmark.reader(split, cache)
     self.ids = benchmark.ids(split)
@@ -117,7 +117,9 @@ class _BatchAssembler:
     self.rgb_size = benchmark.image_size
     self.rgb_bands = benchmark.rgb_bands
     self.augment = augment
+    self.colour_jitter = colour_jitter
     self.with_rgb_rendering = with_rgb_rendering
+    self.rendering_gamma = rendering_gamma
 
   def __call__(self, step: int) -> Batch:
     indices, valid, _ = self.plan.rows(int(step))
@@ -126,15 +128,15 @@ class _BatchAssembler:
     if self.is_ms:
       batch["image"] = self.normalize(raw, self.stats)
       if self.with_rgb_rendering:
-        batch["rgb_rendering"] = preprocessing.true_colour_rendering(raw, self.rgb_bands,
-                                                                     self.rgb_size)
+        batch["rgb_rendering"] = preprocessing.true_colour_rendering(
+            raw, self.rgb_bands, self.rgb_size, self.rendering_gamma)
     else:
       batch["image"] = preprocessing.rgb_to_model(raw, self.rgb_size)
     if self.augment:
       rng = np.random.default_rng([self.plan.seed, _AUGMENT_STREAM, int(step),
                                    self.plan.shard_index])
       key = "rgb_rendering" if self.is_ms else "image"
-      batch[key] = augmentation.augment_rgb(batch[key], rng)
+      batch[key] = augmentation.augment_rgb(batch[key], rng, self.colour_jitter)
     for key in ("image", "rgb_rendering"):
       if key in batch:
         batch[key][~valid] = 0.0
@@ -201,8 +203,10 @@ def _default_shard(shard_index: int | None, shard_count: int | None) -> tuple[in
 
 def make_loader(benchmark: Benchmark, split: str, *, batch_size: int, seed: int,
                 shuffle: bool, num_epochs: int = 1, drop_remainder: bool,
-                normalization: str, augment: bool = False, pairing: PairTable | None = None,
-                teacher_split: str | None = None, with_rgb_rendering: bool = False,
+                normalization: str, augment: bool = False,
+                colour_jitter: float = augmentation.COLOUR_JITTER,
+                pairing: PairTable | None = None, teacher_split: str | None = None,
+                with_rgb_rendering: bool = False, rendering_gamma: float = 1.0,
                 shard_index: int | None = None, shard_count: int | None = None,
                 cache: bool | None = None, num_threads: int = 2,
                 prefetch: int = 4) -> Loader:
@@ -220,9 +224,11 @@ def make_loader(benchmark: Benchmark, split: str, *, batch_size: int, seed: int,
     normalization: ``per_image_max`` or ``band_stats`` (MS images).
     augment: RGB flips and colour jitter on ``image`` (RGB splits) or on
       ``rgb_rendering`` (MS splits); never on MS images.
+    colour_jitter: the augmentation's brightness/contrast/saturation range (0: flips only).
     pairing: student id -> teacher id; adds ``teacher_id``.
     teacher_split: with ``pairing``, also add the teachers' images from this MS split.
     with_rgb_rendering: on an MS split, add each image's true-colour rendering.
+    rendering_gamma: display gamma of that rendering (`preprocessing.true_colour_rendering`).
     shard_index, shard_count: this host's shard; default ``jax.process_index()`` /
       ``jax.process_count()``.
     cache: decode the whole split into memory once (default: when it fits in
@@ -242,7 +248,8 @@ def make_loader(benchmark: Benchmark, split: str, *, batch_size: int, seed: int,
                    shard_count=shard_count)
   assemble = _BatchAssembler(benchmark, split, plan, normalization=normalization,
                              augment=augment, with_rgb_rendering=with_rgb_rendering,
-                             cache=cache)
+                             rendering_gamma=float(rendering_gamma),
+                             colour_jitter=float(colour_jitter), cache=cache)
   dataset = grain.MapDataset.range(plan.num_steps).map(assemble).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
   if pairing is not None:

@@ -104,12 +104,21 @@ def rgb_to_model(rgb: np.ndarray, size: int) -> np.ndarray:
   return unit_to_model_range(resize(rgb, size) / 255.0)
 
 
-def true_colour_rendering(ms: np.ndarray, bands: Sequence[int], size: int) -> np.ndarray:
+def true_colour_rendering(ms: np.ndarray, bands: Sequence[int], size: int,
+                          gamma: float = 1.0) -> np.ndarray:
   """True-colour rendering of raw MS images, normalised exactly like RGB images.
 
-  ``ms[..., bands] / max`` (the maximum of those three bands over the image) plays the
-  role of ``rgb / 255``; then resize to ``size`` and ``(x - 0.5) / 0.5``.
+  ``(ms[..., bands] / max) ** (1 / gamma)`` (the maximum of those three bands over the
+  image) plays the role of ``rgb / 255``; then resize to ``size`` and
+  ``(x - 0.5) / 0.5``. ``gamma`` is the display encoding of the RGB images the rendering
+  should resemble: 1 for a linear stretch of reflectance, about 2.2 for camera or sRGB
+  JPEGs (which store ``linear ** (1 / 2.2)``).
   """
+  if gamma <= 0:
+    raise ValueError(f"rendering gamma must be positive; got {gamma}")
   rgb = ms[..., list(bands)].astype(np.float32)
   peak = rgb.max(axis=(1, 2, 3), keepdims=True)
-  return unit_to_model_range(resize(rgb / np.maximum(peak, 1.0), size))
+  unit = rgb / np.maximum(peak, 1.0)
+  if gamma != 1.0:
+    unit = unit ** np.float32(1.0 / gamma)
+  return unit_to_model_range(resize(unit, size))

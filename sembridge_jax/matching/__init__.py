@@ -10,6 +10,8 @@
 * `Matcher`, `ProjectionHead` (`matcher.py`) and `matcher_loss` (`contrastive.py`) --
   the self-supervised MS/RGB matcher.
 * `match_report` -- statistics of a matching (`report.py`).
+* `kd_target_spread` -- how much the choice of a same-class teacher can change a
+  student's KD target (`target_spread.py`).
 """
 
 from sembridge_jax.matching.contrastive import matcher_loss, soft_cross_entropy
@@ -25,12 +27,15 @@ from sembridge_jax.matching.report import (Histogram, MatchReport, MatchReportFi
 from sembridge_jax.matching.selection import (NO_TEACHER, Affinity, Selection,
                                               check_class_coverage, top_k_dense,
                                               top_k_within_class)
+from sembridge_jax.matching.target_spread import (KDTargetSpread, format_kd_target_spread,
+                                                   kd_target_spread)
 
 __all__ = [
-    "Affinity", "Histogram", "MatchReport", "MatchReportFiles", "Matcher", "NO_TEACHER",
-    "ProjectionHead", "Rematch", "Selection", "check_class_coverage", "cosine_affinity",
-    "format_match_report", "l2_normalize", "match_report", "matcher_loss",
-    "nearest_teacher", "nearest_teacher_with_scores", "negative_kl_affinity",
-    "rematch_by_kl", "rematch_by_kl_with_divergences", "select_teacher_by_kl",
-    "soft_cross_entropy", "top_k_dense", "top_k_within_class", "write_match_report",
+    "Affinity", "Histogram", "KDTargetSpread", "MatchReport", "MatchReportFiles", "Matcher",
+    "NO_TEACHER", "ProjectionHead", "Rematch", "Selection", "check_class_coverage",
+    "cosine_affinity", "format_kd_target_spread", "format_match_report", "kd_target_spread",
+    "l2_normalize", "match_report", "matcher_loss", "nearest_teacher",
+    "nearest_teacher_with_scores", "negative_kl_affinity", "rematch_by_kl",
+    "rematch_by_kl_with_divergences", "select_teacher_by_kl", "soft_cross_entropy",
+    "top_k_dense", "top_k_within_class", "write_match_report",
 ]

@@ -105,12 +105,14 @@ def train_matcher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
                                      detach_targets=hparams.detach_targets,
                                      normalize=hparams.normalize_embeddings,
                                      soft_target_weight=hparams.soft_target_weight)
-  loader_kwargs = dict(normalization=config.data.normalization, with_rgb_rendering=True)
+  loader_kwargs = dict(normalization=config.data.normalization, with_rgb_rendering=True,
+                       rendering_gamma=config.matcher.rendering_gamma)
   per_host_batch = sharding.check_batch_size(hparams.batch_size, mesh)
   iterator = iter(data_lib.make_loader(
       benchmark, "ms_train", batch_size=per_host_batch, seed=config.seed, shuffle=True,
       num_epochs=hparams.epochs, drop_remainder=True,
-      augment=bool(hparams.augment_rendering), **loader_kwargs))
+      augment=bool(hparams.augment_rendering), colour_jitter=hparams.rendering_colour_jitter,
+      **loader_kwargs))
 
   # The contrastive loss depends on the batch: validate on fixed, full batches (smaller
   # than the training batch if the held-out split is small).

@@ -1,0 +1,165 @@
+r"""Does the SFM matcher pair look-alike scenes? Ground truth from the synthetic benchmark.
+
+For each matcher variant (a set of ``--config.matcher.*`` overrides of
+configs/synthetic.py) this trains the matcher with ``sembridge-jax train-matcher`` (or
+reuses ``ROOT/<variant>`` if it holds a trained one) and measures, with the generator's
+scene descriptors (`sembridge_jax.data.synthetic.scene_descriptor`, chromaticity of the
+scene's mean true-colour reflectance, taken relative to its region's class mean; see
+`sembridge_jax.stages.synthetic_match_quality`):
+
+* ``val loss``: the best validation loss of the matcher;
+* ``own top-1``: how often the RGB view of an MS train image (its rendering) is nearest to
+  that same MS image among all MS train images (chance 1/N);
+* ``MS->MS``: mean relative-descriptor distance between each rendering's nearest *other*
+  same-class MS image and that image -- whether the matcher learned scene similarity in
+  the domain it was trained on;
+* ``RGB->MS``: the same for the real RGB train images and their SFM teachers (what the
+  ``match`` stage does) -- whether that similarity survives the camera gap;
+* ``teachers``: distinct teachers chosen for the RGB images.
+
+Random same-class pairs give the reference distances (printed in the header).
+
+  python bench/matcher_quality.py --root /tmp/matchers [--variants default infonce_flips_60]
+      [--data-dir DIR]   # a built synthetic TFDS dir to share between variants
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from configs import synthetic as synthetic_config  # noqa: E402
+
+VARIANTS: dict[str, dict[str, object]] = {
+    "default": {},
+    "infonce_20": {"soft_target_weight": 0.0, "epochs": 20},
+    "infonce_flips_60": {"soft_target_weight": 0.0, "epochs": 60, "augment_rendering": True,
+                         "rendering_colour_jitter": 0.0, "plateau_patience": 8},
+    "infonce_flips_gamma_60": {"soft_target_weight": 0.0, "epochs": 60,
+                               "augment_rendering": True, "rendering_colour_jitter": 0.0,
+                               "plateau_patience": 8, "rendering_gamma": 2.2},
+    "infonce_flips_gamma_jitter_60": {"soft_target_weight": 0.0, "epochs": 60,
+                                      "augment_rendering": True, "rendering_colour_jitter": 0.1,
+                                      "plateau_patience": 8, "rendering_gamma": 2.2},
+    "resnet34_infonce_flips_10": {"soft_target_weight": 0.0, "epochs": 10,
+                                  "augment_rendering": True, "rendering_colour_jitter": 0.0,
+                                  "model": "resnet34"},
+}
+
+
+def overrides_of(variant: str, data_dir: str | None) -> dict[str, object]:
+  flat = {("model.matcher" if k == "model" else f"matcher.{k}"): v
+          for k, v in VARIANTS[variant].items()}
+  flat["progress"] = False
+  if data_dir:
+    flat["data.data_dir"] = data_dir
+  return flat
+
+
+def train(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -> None:
+  if (workdir / "matcher" / "checkpoints").exists():
+    print(f"[{variant}] reusing the matcher in {workdir}", flush=True)
+    return
+  command = [sys.executable, "-m", "sembridge_jax.main", "train-matcher", "--config",
+             str(REPO / "configs" / "synthetic.py"), "--workdir", str(workdir)]
+  command += [f"--config.{k}={v}" for k, v in overrides.items()]
+  print(f"[{variant}] training: {' '.join(command[3:])}", flush=True)
+  subprocess.run(command, check=True, cwd=str(REPO))
+
+
+def relative_to_class_mean(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+  out = x.copy()
+  for label in np.unique(labels):
+    out[labels == label] -= x[labels == label].mean(axis=0)
+  return out
+
+
+def measure(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -> dict:
+  import json
+
+  from sembridge_jax import config_base, data as data_lib, matching, stages
+  from sembridge_jax.data import synthetic
+  from sembridge_jax.train import inference, matcher, sharding
+
+  config = synthetic_config.get_config()
+  config.update_from_flattened_dict(overrides)
+  config = config_base.validate_config(config)
+  benchmark = stages.load_benchmark(config, workdir)
+  ms, rgb = matcher.embed_splits(config, workdir, benchmark)
+  modeldef, state = matcher.load_best_matcher(config, workdir, benchmark)
+  mesh = sharding.make_mesh()
+  embed_rgb = inference.make_predict_fn(modeldef, lambda m, x: {"embedding": m.embed_rgb(x)}, mesh)
+  renderings = inference.predict_split(
+      embed_rgb, state.params, state.model_state, benchmark, "ms_train",
+      batch_size=config.eval_batch_size, normalization=config.data.normalization, mesh=mesh,
+      loader_kwargs={"with_rgb_rendering": True,
+                     "rendering_gamma": config.matcher.rendering_gamma},
+      image_key="rgb_rendering")
+  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
+  ms_emb, render_emb = unit(ms.outputs["embedding"]), unit(renderings.outputs["embedding"])
+  similarity = render_emb @ ms_emb.T
+  own_top1 = float(np.mean(similarity.argmax(axis=1) == np.arange(len(similarity))))
+
+  table = synthetic.scene_descriptors(data_lib.synthetic_parameters(config.data))
+  ms_desc = relative_to_class_mean(
+      np.stack([table[n] for n in benchmark.filenames("ms_train")]), benchmark.labels("ms_train"))
+  ms_desc = ms_desc[benchmark.index_of("ms_train", ms.ids)]
+  same_class = ms.labels[:, None] == ms.labels[None, :]
+  np.fill_diagonal(same_class, False)
+  nearest_other = np.where(same_class, similarity, -np.inf).argmax(axis=1)
+  rng = np.random.default_rng(0)
+  random_other = np.array([rng.choice(np.flatnonzero(row)) for row in same_class])
+  ms_distance = lambda partner: float(np.linalg.norm(ms_desc - ms_desc[partner], axis=1).mean())
+
+  rows = np.asarray(matching.nearest_teacher(rgb.outputs["embedding"], ms.outputs["embedding"],
+                                             rgb.labels, ms.labels, k=1))[:, 0]
+  from sembridge_jax.distill.trainer import random_same_class_pairs
+  random_rows = random_same_class_pairs(rgb.labels, ms.labels, config.seed)
+  quality = stages.synthetic_match_quality(config, benchmark, rgb.ids, ms.ids[rows],
+                                           ms.ids[random_rows])
+  history = [json.loads(line) for line in (workdir / "matcher" / "metrics.jsonl").read_text()
+             .splitlines()]
+  return {"variant": variant, "epochs": config.matcher.epochs,
+          "val_loss": min(r["eval/val_loss"] for r in history if "eval/val_loss" in r),
+          "own_top1": own_top1, "ms_to_ms": ms_distance(nearest_other),
+          "ms_to_ms_random": ms_distance(random_other),
+          "rgb_to_ms": quality["matched_relative_feature_distance"],
+          "rgb_to_ms_random": quality["random_relative_feature_distance"],
+          "teachers": len(np.unique(rows)), "num_teachers": len(ms.ids)}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--root", required=True, help="one workdir per variant under ROOT")
+  parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+  parser.add_argument("--data-dir", default=None)
+  args = parser.parse_args()
+  results = []
+  for variant in args.variants:
+    workdir = pathlib.Path(args.root) / variant
+    overrides = overrides_of(variant, args.data_dir)
+    train(variant, workdir, overrides)
+    results.append(measure(variant, workdir, overrides))
+  first = results[0]
+  print(f"\nRelative scene-colour distance, lower is better; random same-class pairs: MS->MS "
+        f"{first['ms_to_ms_random']:.4f}, RGB->MS {first['rgb_to_ms_random']:.4f}; "
+        f"own top-1 chance {1 / first['num_teachers']:.2%}\n")
+  print("| matcher variant | overrides | epochs | val loss | own top-1 | MS->MS | RGB->MS "
+        "| teachers used |")
+  print("|---|---|---|---|---|---|---|---|")
+  for r in results:
+    shown = ", ".join(f"{k}={v}" for k, v in VARIANTS[r["variant"]].items()) or "(none)"
+    print(f"| {r['variant']} | {shown} | {r['epochs']} | {r['val_loss']:.3f} "
+          f"| {r['own_top1']:.1%} | {r['ms_to_ms']:.4f} | {r['rgb_to_ms']:.4f} "
+          f"| {r['teachers']}/{r['num_teachers']} |")
+
+
+if __name__ == "__main__":
+  main()
