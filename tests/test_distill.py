@@ -137,6 +137,9 @@ def test_pipeline_writes_results_with_all_keys(tiny_pipeline):
   assert {"config", "timings"} <= set(results)
   assert results["timings"]["distill-sembridge"] > 0
   assert (workdir / "matching" / "pairs.npz").exists()
+  match_summary = json.loads((workdir / "matching" / "summary.json").read_text())
+  for key in ("true_feature_distance", "relative_feature_distance"):
+    assert match_summary[f"matched_{key}"] > 0 and match_summary[f"random_{key}"] > 0
   assert list((workdir / "distill" / "kd+sembridge" / "seed_0" / "matching").glob("rematch_epoch_1.*"))
   analysis = results["synthetic_pairs"]
   assert set(analysis) == {"teacher", "student_only", "kd", "kd+sembridge"}
