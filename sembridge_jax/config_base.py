@@ -73,9 +73,14 @@ def base_config() -> ml_collections.ConfigDict:
   # to 1 / rendering_gamma (1: a linear stretch; ~2.2 if the RGB images are camera/sRGB
   # JPEGs). augment_rendering flips it independently of the MS view (so the two views are
   # not pixel-aligned) and jitters brightness/contrast/saturation by +-rendering_colour_jitter.
+  # rendering_random_camera (with augment_rendering) first images the linear rendering
+  # through a randomly drawn camera (exposure, white balance, crosstalk, haze, blur, tone
+  # curve, noise; sembridge_jax.data.augmentation.random_camera) so that what the RGB
+  # encoder learns survives the sensor gap; the validation renderings keep rendering_gamma.
   c.matcher.augment_rendering = False
   c.matcher.rendering_gamma = 1.0
   c.matcher.rendering_colour_jitter = 0.1
+  c.matcher.rendering_random_camera = False
 
   c.matching = ml_collections.ConfigDict()
   c.matching.mode = "epochs"              # or "step": re-select inside every jitted step
@@ -164,6 +169,10 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
            config.matcher.rendering_gamma)
   _require(0.0 <= config.matcher.rendering_colour_jitter < 1.0, "matcher.rendering_colour_jitter",
            "a number in [0, 1)", config.matcher.rendering_colour_jitter)
+  _require(not config.matcher.rendering_random_camera or config.matcher.augment_rendering,
+           "matcher.rendering_random_camera",
+           "False unless matcher.augment_rendering=True (it is an augmentation)",
+           config.matcher.rendering_random_camera)
   for section in ("teacher", "student", "matcher", "distill"):
     for key in ("epochs", "batch_size"):
       value = config[section][key]

@@ -225,6 +225,23 @@ def test_augmentation_is_seeded_and_only_touches_rgb(benchmark):
   assert not np.allclose(ms_flipped["rgb_rendering"], ms_plain["rgb_rendering"])
 
 
+def test_random_camera_renders_each_image_through_its_own_camera(benchmark):
+  kwargs = dict(with_rgb_rendering=True, augment=True, colour_jitter=0.0, random_camera=True)
+  plain = next(iter(loader(benchmark, with_rgb_rendering=True)))
+  camera = next(iter(loader(benchmark, **kwargs)))
+  np.testing.assert_array_equal(camera["image"], plain["image"])  # The MS view is untouched.
+  np.testing.assert_array_equal(camera["rgb_rendering"],
+                                next(iter(loader(benchmark, **kwargs)))["rgb_rendering"])
+  assert camera["rgb_rendering"].min() >= -1 and camera["rgb_rendering"].max() <= 1
+  # Other exposures and tone curves: the mean brightness moves differently per image.
+  shift = (camera["rgb_rendering"] - plain["rgb_rendering"]).mean(axis=(1, 2, 3))
+  assert np.ptp(shift) > 0.05
+  # Without augment the flag does nothing (validation renderings stay fixed).
+  np.testing.assert_array_equal(
+      next(iter(loader(benchmark, with_rgb_rendering=True, random_camera=True)))["rgb_rendering"],
+      plain["rgb_rendering"])
+
+
 def test_streaming_and_cached_reads_agree(benchmark):
   for split in ("ms_test", "rgb_test"):
     cached = list(loader(benchmark, split, cache=True, with_rgb_rendering=split == "ms_test"))
@@ -242,6 +259,8 @@ def test_invalid_arguments_are_named(benchmark):
     loader(benchmark, normalization="zscore")
   with pytest.raises(ValueError, match="with_rgb_rendering=True needs an MS split"):
     loader(benchmark, "rgb_train", with_rgb_rendering=True)
+  with pytest.raises(ValueError, match="random_camera=True images the RGB rendering"):
+    loader(benchmark, "rgb_train", augment=True, random_camera=True)
   with pytest.raises(ValueError, match="exceeds the split's"):
     loader(benchmark, batch_size=1000, drop_remainder=True)
   with pytest.raises(ValueError, match="teacher_split is set but pairing is None"):

@@ -55,6 +55,40 @@ def test_augmentation_flips_and_jitters_within_range():
   assert matches.any(0).all() and matches.sum(1).min() > 0  # Every kind of flip occurs.
 
 
+def test_random_camera_follows_its_formula():
+  rng = np.random.default_rng(0)
+  linear = rng.uniform(0, 1, (5, 6, 6, 3)).astype(np.float32)
+  # A camera with every effect switched off but its tone curve: 8-bit x ** (1 / 2).
+  identity = augmentation.CameraRanges(exposure=(1.0, 1.0), colour_cast_sigma=0.0,
+                                       crosstalk=(0.0, 0.0), haze=(0.0, 0.0), blur=(0.0, 0.0),
+                                       gamma=(2.0, 2.0), noise_sigma=(0.0, 0.0))
+  np.testing.assert_allclose(augmentation.random_camera(linear, rng, identity),
+                             np.rint(np.sqrt(linear) * 255) / 255, atol=1e-6)
+  # Crosstalk k leaks k / 2 of a pure red image into green and blue; haze adds its veil.
+  red = np.zeros((1, 4, 4, 3), np.float32)
+  red[..., 0] = 0.8
+  leaky = identity._replace(crosstalk=(0.2, 0.2), gamma=(1.0, 1.0))
+  np.testing.assert_allclose(augmentation.random_camera(red, rng, leaky)[0, 0, 0],
+                             np.rint(np.array([0.64, 0.08, 0.08]) * 255) / 255, atol=1e-6)
+  hazy = identity._replace(haze=(0.1, 0.1), gamma=(1.0, 1.0))
+  np.testing.assert_allclose(augmentation.random_camera(red, rng, hazy)[0, 0, 0],
+                             np.rint(np.array([0.87, 0.085, 0.1]) * 255) / 255, atol=1e-6)
+  # Blur w mixes in the 4-neighbour mean (wrapped at the border).
+  dot = np.zeros((1, 5, 5, 3), np.float32)
+  dot[0, 2, 2] = 1.0
+  blurred = augmentation.random_camera(dot, rng, identity._replace(blur=(0.4, 0.4),
+                                                                   gamma=(1.0, 1.0)))
+  np.testing.assert_allclose(blurred[0, 2, 1:4, 0], np.rint(np.array([0.1, 0.6, 0.1]) * 255) / 255,
+                             atol=1e-6)
+  # The default camera: seeded, 8-bit values in [0, 1], a different camera per image.
+  out = augmentation.random_camera(linear, np.random.default_rng(3))
+  np.testing.assert_array_equal(out, augmentation.random_camera(linear, np.random.default_rng(3)))
+  assert out.min() >= 0 and out.max() <= 1
+  np.testing.assert_allclose(out * 255, np.rint(out * 255), atol=1e-4)
+  same = augmentation.random_camera(np.repeat(linear[:1], 5, 0), np.random.default_rng(4))
+  assert np.ptp(same.mean(axis=(1, 2, 3))) > 0.02
+
+
 def test_rendering_rejects_a_non_positive_gamma():
   with pytest.raises(ValueError, match="gamma must be positive"):
     preprocessing.true_colour_rendering(np.ones((1, 4, 4, 5)), (3, 2, 1), 4, gamma=0.0)

@@ -112,6 +112,8 @@ def test_data_parallel_step_on_8_devices_equals_1_device(tmp_path):
     ({"data.name": "eurosat"}, r"data\.name='eurosat'.*s2s_eu"),
     ({"matcher.rendering_gamma": 0.0}, r"matcher\.rendering_gamma=0\.0.*positive"),
     ({"matcher.rendering_colour_jitter": 1.5}, r"matcher\.rendering_colour_jitter=1\.5"),
+    ({"matcher.rendering_random_camera": True},
+     r"matcher\.rendering_random_camera=True.*augment_rendering=True"),
     ({"data.name": "s2s_eu", "data.ms_channels": 10, "data.rgb_bands": (3, 2, 1)}, "manual_dir"),
 ])
 def test_config_validation_names_the_key(overrides, message):

@@ -106,7 +106,8 @@ class _BatchAssembler:
 
   def __init__(self, benchmark: Benchmark, split: str, plan: EpochPlan, *,
                normalization: str, augment: bool, with_rgb_rendering: bool,
-               rendering_gamma: float, colour_jitter: float, cache: bool | None):
+               rendering_gamma: float, random_camera: bool, colour_jitter: float,
+               cache: bool | None):
     self.is_ms = benchmark.is_ms(split)
     self.reader = benchmark.reader(split, cache)
     self.ids = benchmark.ids(split)
@@ -120,21 +121,26 @@ class _BatchAssembler:
     self.colour_jitter = colour_jitter
     self.with_rgb_rendering = with_rgb_rendering
     self.rendering_gamma = rendering_gamma
+    self.random_camera = random_camera
 
   def __call__(self, step: int) -> Batch:
     indices, valid, _ = self.plan.rows(int(step))
     raw = self.reader.read(indices)
     batch: Batch = {}
+    rng = np.random.default_rng([self.plan.seed, _AUGMENT_STREAM, int(step),
+                                 self.plan.shard_index])
     if self.is_ms:
       batch["image"] = self.normalize(raw, self.stats)
-      if self.with_rgb_rendering:
+      if self.with_rgb_rendering and self.augment and self.random_camera:
+        display = augmentation.random_camera(
+            preprocessing.true_colour_linear(raw, self.rgb_bands), rng)
+        batch["rgb_rendering"] = preprocessing.rgb_to_model(255.0 * display, self.rgb_size)
+      elif self.with_rgb_rendering:
         batch["rgb_rendering"] = preprocessing.true_colour_rendering(
             raw, self.rgb_bands, self.rgb_size, self.rendering_gamma)
     else:
       batch["image"] = preprocessing.rgb_to_model(raw, self.rgb_size)
     if self.augment:
-      rng = np.random.default_rng([self.plan.seed, _AUGMENT_STREAM, int(step),
-                                   self.plan.shard_index])
       key = "rgb_rendering" if self.is_ms else "image"
       batch[key] = augmentation.augment_rgb(batch[key], rng, self.colour_jitter)
     for key in ("image", "rgb_rendering"):
@@ -207,6 +213,7 @@ def make_loader(benchmark: Benchmark, split: str, *, batch_size: int, seed: int,
                 colour_jitter: float = augmentation.COLOUR_JITTER,
                 pairing: PairTable | None = None, teacher_split: str | None = None,
                 with_rgb_rendering: bool = False, rendering_gamma: float = 1.0,
+                random_camera: bool = False,
                 shard_index: int | None = None, shard_count: int | None = None,
                 cache: bool | None = None, num_threads: int = 2,
                 prefetch: int = 4) -> Loader:
@@ -229,6 +236,9 @@ def make_loader(benchmark: Benchmark, split: str, *, batch_size: int, seed: int,
     teacher_split: with ``pairing``, also add the teachers' images from this MS split.
     with_rgb_rendering: on an MS split, add each image's true-colour rendering.
     rendering_gamma: display gamma of that rendering (`preprocessing.true_colour_rendering`).
+    random_camera: with ``augment``, image each rendering through a randomly drawn camera
+      (`augmentation.random_camera`, its own tone curve instead of ``rendering_gamma``)
+      before the flips and jitter.
     shard_index, shard_count: this host's shard; default ``jax.process_index()`` /
       ``jax.process_count()``.
     cache: decode the whole split into memory once (default: when it fits in
@@ -238,6 +248,9 @@ def make_loader(benchmark: Benchmark, split: str, *, batch_size: int, seed: int,
   is_ms = benchmark.is_ms(split)
   if with_rgb_rendering and not is_ms:
     raise ValueError(f"with_rgb_rendering=True needs an MS split; got split={split!r}")
+  if random_camera and not with_rgb_rendering:
+    raise ValueError("random_camera=True images the RGB rendering of an MS split; "
+                     "pass with_rgb_rendering=True")
   if teacher_split is not None and pairing is None:
     raise ValueError("teacher_split is set but pairing is None; pass the PairTable too")
   preprocessing.get_normalizer(normalization)  # Fail early on an unknown name.
@@ -249,6 +262,7 @@ def make_loader(benchmark: Benchmark, split: str, *, batch_size: int, seed: int,
   assemble = _BatchAssembler(benchmark, split, plan, normalization=normalization,
                              augment=augment, with_rgb_rendering=with_rgb_rendering,
                              rendering_gamma=float(rendering_gamma),
+                             random_camera=bool(random_camera),
                              colour_jitter=float(colour_jitter), cache=cache)
   dataset = grain.MapDataset.range(plan.num_steps).map(assemble).to_iter_dataset(
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))

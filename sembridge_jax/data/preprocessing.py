@@ -104,6 +104,17 @@ def rgb_to_model(rgb: np.ndarray, size: int) -> np.ndarray:
   return unit_to_model_range(resize(rgb, size) / 255.0)
 
 
+def true_colour_linear(ms: np.ndarray, bands: Sequence[int]) -> np.ndarray:
+  """``ms[..., bands] / max`` in [0, 1], (B, H, W, 3) float32 at the MS size.
+
+  The maximum is over the three bands and the whole image: a linear stretch of the
+  scene's reflectance (what `sembridge_jax.data.augmentation.random_camera` images).
+  """
+  rgb = ms[..., list(bands)].astype(np.float32)
+  peak = rgb.max(axis=(1, 2, 3), keepdims=True)
+  return rgb / np.maximum(peak, 1.0)
+
+
 def true_colour_rendering(ms: np.ndarray, bands: Sequence[int], size: int,
                           gamma: float = 1.0) -> np.ndarray:
   """True-colour rendering of raw MS images, normalised exactly like RGB images.
@@ -116,9 +127,7 @@ def true_colour_rendering(ms: np.ndarray, bands: Sequence[int], size: int,
   """
   if gamma <= 0:
     raise ValueError(f"rendering gamma must be positive; got {gamma}")
-  rgb = ms[..., list(bands)].astype(np.float32)
-  peak = rgb.max(axis=(1, 2, 3), keepdims=True)
-  unit = rgb / np.maximum(peak, 1.0)
+  unit = true_colour_linear(ms, bands)
   if gamma != 1.0:
     unit = unit ** np.float32(1.0 / gamma)
   return unit_to_model_range(resize(unit, size))

@@ -112,6 +112,7 @@ def train_matcher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
       benchmark, "ms_train", batch_size=per_host_batch, seed=config.seed, shuffle=True,
       num_epochs=hparams.epochs, drop_remainder=True,
       augment=bool(hparams.augment_rendering), colour_jitter=hparams.rendering_colour_jitter,
+      random_camera=bool(hparams.rendering_random_camera),
       **loader_kwargs))
 
   # The contrastive loss depends on the batch: validate on fixed, full batches (smaller
