@@ -6,8 +6,8 @@
   the sensor gap (exposure, white balance, crosstalk, haze, blur, tone curve, noise).
 
 `augment_rgb` works on a batch of model-range images (B, H, W, 3) in [-1, 1] with an
-explicit NumPy generator, so a batch's augmentation depends only on (seed, step, shard), never on
-thread timing. Per sample: horizontal flip and vertical flip with probability 1/2 each,
+explicit NumPy generator, so a batch's augmentation depends only on (seed, step, shard),
+never on thread timing. Per sample: horizontal flip and vertical flip with probability 1/2 each,
 then, in [0, 1] space, brightness ``x * b``, contrast ``mean + c (x - mean)`` and
 saturation ``grey + s (x - grey)`` with b, c, s ~ U(1 - j, 1 + j), clipped to [0, 1].
 """

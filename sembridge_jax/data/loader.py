@@ -127,14 +127,15 @@ class _BatchAssembler:
     indices, valid, _ = self.plan.rows(int(step))
     raw = self.reader.read(indices)
     batch: Batch = {}
-    rng = np.random.default_rng([self.plan.seed, _AUGMENT_STREAM, int(step),
-                                 self.plan.shard_index])
+    rng = (np.random.default_rng([self.plan.seed, _AUGMENT_STREAM, int(step),
+                                  self.plan.shard_index]) if self.augment else None)
     if self.is_ms:
       batch["image"] = self.normalize(raw, self.stats)
       if self.with_rgb_rendering and self.augment and self.random_camera:
         display = augmentation.random_camera(
             preprocessing.true_colour_linear(raw, self.rgb_bands), rng)
-        batch["rgb_rendering"] = preprocessing.rgb_to_model(255.0 * display, self.rgb_size)
+        batch["rgb_rendering"] = preprocessing.unit_to_model_range(
+            preprocessing.resize(display, self.rgb_size))
       elif self.with_rgb_rendering:
         batch["rgb_rendering"] = preprocessing.true_colour_rendering(
             raw, self.rgb_bands, self.rgb_size, self.rendering_gamma)
