@@ -15,6 +15,12 @@ scene's mean true-colour reflectance, taken relative to its region's class mean;
   the domain it was trained on;
 * ``RGB->MS``: the same for the real RGB train images and their SFM teachers (what the
   ``match`` stage does) -- whether that similarity survives the camera gap;
+* ``centred``: ``RGB->MS`` with ``matching.centre_embeddings`` (cosine of class-centred
+  embeddings, `sembridge_jax.matching.centre_per_class`), and its distinct teachers;
+* ``colour R2 MS / RGB``: how much of the relative scene colour a linear read-out of the
+  class-centred embeddings recovers (ridge regression, fitted on one half of the split and
+  scored on the other, R^2) for the MS images and for the real RGB images: whether the
+  information SFM should match on is in the embedding at all;
 * ``teachers``: distinct teachers chosen for the RGB images.
 
 Random same-class pairs give the reference distances (printed in the header).
@@ -84,6 +90,23 @@ def relative_to_class_mean(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
   return out
 
 
+def relative_descriptors(table: dict, benchmark, split: str, ids: np.ndarray) -> np.ndarray:
+  """Scene descriptors of ``split`` relative to their class mean, in the order of ``ids``."""
+  desc = relative_to_class_mean(np.stack([table[n] for n in benchmark.filenames(split)]),
+                                benchmark.labels(split))
+  return desc[benchmark.index_of(split, ids)]
+
+
+def probe_r2(features: np.ndarray, targets: np.ndarray, ridge: float = 10.0) -> float:
+  """Held-out R^2 of a ridge regression ``targets ~ features`` (fit on a random half)."""
+  order = np.random.default_rng(0).permutation(len(features))
+  fit, held_out = order[: len(order) // 2], order[len(order) // 2:]
+  x, y = features.astype(np.float64), targets.astype(np.float64)
+  weights = np.linalg.solve(x[fit].T @ x[fit] + ridge * np.eye(x.shape[1]), x[fit].T @ y[fit])
+  residual = y[held_out] - x[held_out] @ weights
+  return float(1.0 - np.sum(residual ** 2) / np.sum((y[held_out] - y[held_out].mean(0)) ** 2))
+
+
 def measure(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -> dict:
   import json
 
@@ -111,9 +134,7 @@ def measure(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -
   own_top1 = float(np.mean(similarity.argmax(axis=1) == np.arange(len(similarity))))
 
   table = synthetic.scene_descriptors(data_lib.synthetic_parameters(config.data))
-  ms_desc = relative_to_class_mean(
-      np.stack([table[n] for n in benchmark.filenames("ms_train")]), benchmark.labels("ms_train"))
-  ms_desc = ms_desc[benchmark.index_of("ms_train", ms.ids)]
+  ms_desc = relative_descriptors(table, benchmark, "ms_train", ms.ids)
   same_class = ms.labels[:, None] == ms.labels[None, :]
   np.fill_diagonal(same_class, False)
   nearest_other = np.where(same_class, similarity, -np.inf).argmax(axis=1)
@@ -127,6 +148,13 @@ def measure(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -
   random_rows = random_same_class_pairs(rgb.labels, ms.labels, config.seed)
   quality = stages.synthetic_match_quality(config, benchmark, rgb.ids, ms.ids[rows],
                                            ms.ids[random_rows])
+  centred_rgb = np.asarray(matching.centre_per_class(rgb.outputs["embedding"], rgb.labels))
+  centred_ms = np.asarray(matching.centre_per_class(ms.outputs["embedding"], ms.labels))
+  centred_rows = np.asarray(matching.nearest_teacher(centred_rgb, centred_ms, rgb.labels,
+                                                     ms.labels, k=1))[:, 0]
+  centred = stages.synthetic_match_quality(config, benchmark, rgb.ids, ms.ids[centred_rows],
+                                           ms.ids[random_rows])
+  rgb_desc = relative_descriptors(table, benchmark, "rgb_train", rgb.ids)
   history = [json.loads(line) for line in (workdir / "matcher" / "metrics.jsonl").read_text()
              .splitlines()]
   return {"variant": variant, "epochs": config.matcher.epochs,
@@ -135,6 +163,10 @@ def measure(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -
           "ms_to_ms_random": ms_distance(random_other),
           "rgb_to_ms": quality["matched_relative_feature_distance"],
           "rgb_to_ms_random": quality["random_relative_feature_distance"],
+          "rgb_to_ms_centred": centred["matched_relative_feature_distance"],
+          "teachers_centred": len(np.unique(centred_rows)),
+          "colour_r2_ms": probe_r2(centred_ms, ms_desc),
+          "colour_r2_rgb": probe_r2(centred_rgb, rgb_desc),
           "teachers": len(np.unique(rows)), "num_teachers": len(ms.ids)}
 
 
@@ -155,13 +187,14 @@ def main() -> None:
         f"{first['ms_to_ms_random']:.4f}, RGB->MS {first['rgb_to_ms_random']:.4f}; "
         f"own top-1 chance {1 / first['num_teachers']:.2%}\n")
   print("| matcher variant | overrides | epochs | val loss | own top-1 | MS->MS | RGB->MS "
-        "| teachers used |")
-  print("|---|---|---|---|---|---|---|---|")
+        "| teachers used | RGB->MS centred | teachers used | colour R2 MS / RGB |")
+  print("|---|---|---|---|---|---|---|---|---|---|---|")
   for r in results:
     shown = ", ".join(f"{k}={v}" for k, v in VARIANTS[r["variant"]].items()) or "(none)"
     print(f"| {r['variant']} | {shown} | {r['epochs']} | {r['val_loss']:.3f} "
           f"| {r['own_top1']:.1%} | {r['ms_to_ms']:.4f} | {r['rgb_to_ms']:.4f} "
-          f"| {r['teachers']}/{r['num_teachers']} |")
+          f"| {r['teachers']}/{r['num_teachers']} | {r['rgb_to_ms_centred']:.4f} "
+          f"| {r['teachers_centred']} | {r['colour_r2_ms']:.2f} / {r['colour_r2_rgb']:.2f} |")
 
 
 if __name__ == "__main__":

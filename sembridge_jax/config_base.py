@@ -87,6 +87,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.matching.rematch_epochs = (30, 60, 95, 135)
   c.matching.temperature = 3.0
   c.matching.chunk_size = 4096
+  # Initial matching on class-centred embeddings (`matching.centre_per_class`): cosine of
+  # each image's departure from its own set's class mean. Off: METHOD's plain cosine.
+  c.matching.centre_embeddings = False
   c.matching.gallery_dtype = "float32"
 
   c.distill = trainer(200, 64, "adam", 1e-3)

@@ -100,24 +100,31 @@ def train_matcher(config: ml_collections.ConfigDict, workdir: pathlib.Path, benc
 
 
 def match(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=None) -> dict[str, Any]:
-  """SFM part 2: each RGB train image's nearest same-class MS image in matcher space."""
+  """SFM part 2: each RGB train image's nearest same-class MS image in matcher space
+  (after `matching.centre_per_class` if ``config.matching.centre_embeddings``)."""
   from sembridge_jax import matching
   from sembridge_jax.distill.trainer import random_same_class_pairs
   from sembridge_jax.train import matcher, sharding
   benchmark = benchmark or load_benchmark(config, workdir)
   ms, rgb = matcher.embed_splits(config, workdir, benchmark)
+  student_emb, teacher_emb = rgb.outputs["embedding"], ms.outputs["embedding"]
+  if config.matching.centre_embeddings:
+    student_emb = matching.centre_per_class(student_emb, rgb.labels)
+    teacher_emb = matching.centre_per_class(teacher_emb, ms.labels)
   selection = matching.nearest_teacher_with_scores(
-      rgb.outputs["embedding"], ms.outputs["embedding"], rgb.labels, ms.labels, k=1,
+      student_emb, teacher_emb, rgb.labels, ms.labels, k=1,
       student_chunk_size=config.matching.chunk_size, mesh=sharding.make_mesh())
   rows = np.asarray(selection.indices)[:, 0]
   scores = np.asarray(selection.scores)[:, 0]
   outdir = workdir / "matching"
-  report = matching.match_report(scores, rows, len(ms.ids))
+  score_name = ("class-centred " if config.matching.centre_embeddings else "") + "cosine similarity"
+  report = matching.match_report(scores, rows, len(ms.ids), score_name=score_name)
   # Yardstick: the same embedding similarity for random same-class pairs.
   random_rows = random_same_class_pairs(rgb.labels, ms.labels, config.seed)
-  unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)
-  random_scores = np.sum(unit(rgb.outputs["embedding"]) * unit(ms.outputs["embedding"][random_rows]), -1)
-  summary = {"matched_mean_similarity": float(scores.mean()),
+  random_scores = np.sum(np.asarray(matching.l2_normalize(student_emb))
+                         * np.asarray(matching.l2_normalize(teacher_emb))[random_rows], -1)
+  summary = {"centre_embeddings": bool(config.matching.centre_embeddings),
+             "matched_mean_similarity": float(scores.mean()),
              "random_same_class_mean_similarity": float(random_scores.mean()),
              "distinct_teachers": int(report.distinct_teachers),
              "max_students_per_teacher": int(report.max_students_per_teacher)}
@@ -130,8 +137,9 @@ def match(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=No
     matching.write_match_report(report, outdir, "initial")
     (outdir / "summary.json").write_text(json.dumps(summary, indent=2))
   _print("match: " + matching.format_match_report(report).replace("\n", "; "))
-  _print(f"match: mean cosine similarity {summary['matched_mean_similarity']:.3f} (matched) vs "
-         f"{summary['random_same_class_mean_similarity']:.3f} (random same-class pairs)")
+  _print(f"match: mean {score_name} {summary['matched_mean_similarity']:.3f} "
+         f"(matched) vs {summary['random_same_class_mean_similarity']:.3f} "
+         "(random same-class pairs)")
   if "matched_true_feature_distance" in summary:
     _print(f"match: true scene-colour distance {summary['matched_true_feature_distance']:.4f} "
            f"(matched) vs {summary['random_true_feature_distance']:.4f} (random same-class pairs); "

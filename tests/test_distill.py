@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
 from conftest import run_python, tiny_config
-from sembridge_jax import config_base, stages
+from sembridge_jax import config_base, matching, stages
 from sembridge_jax.distill import step as step_lib, trainer
 from sembridge_jax.distill.gallery import Gallery
 from sembridge_jax.train import classifier, optimizers, sharding
+from sembridge_jax.train import matcher as matcher_training
 from sembridge_jax.train.state import TrainState, split_model
 
 PAIRS = [("resnet34", "resnet34"), ("mobilenet_v2", "mobilenet_v2"),
@@ -148,6 +150,23 @@ def test_pipeline_writes_results_with_all_keys(tiny_pipeline):
   spread = results["kd_target_spread"]
   assert 0.0 <= spread["within_class"] <= 1.0 and 0.0 <= spread["between_class"] <= 1.0
   assert set(spread["per_class"]) == {"0", "1", "2"} and spread["temperature"] == 3.0
+
+
+def test_match_stage_on_class_centred_embeddings(tiny_pipeline, tiny_setup, tmp_path):
+  config, workdir, _ = tiny_pipeline
+  _, benchmark = tiny_setup
+  shutil.copytree(workdir / "matcher", tmp_path / "matcher")
+  config = config.copy_and_resolve_references()
+  config.matching.centre_embeddings = True
+  summary = stages.match(config, tmp_path, benchmark)
+  assert summary["centre_embeddings"] is True
+  ms, rgb = matcher_training.embed_splits(config, tmp_path, benchmark)
+  expected = np.asarray(matching.nearest_teacher(
+      matching.centre_per_class(rgb.outputs["embedding"], rgb.labels),
+      matching.centre_per_class(ms.outputs["embedding"], ms.labels), rgb.labels, ms.labels))[:, 0]
+  pairs = np.load(tmp_path / "matching" / "pairs.npz")
+  np.testing.assert_array_equal(pairs["student_id"], rgb.ids)
+  np.testing.assert_array_equal(pairs["teacher_id"], ms.ids[expected])
 
 
 def test_confusable_pair_analysis_counts_errors_inside_pairs():

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sembridge_jax.matching import (check_class_coverage, nearest_teacher,
+from sembridge_jax.matching import (centre_per_class, check_class_coverage, nearest_teacher,
                                     nearest_teacher_with_scores, rematch_by_kl,
                                     rematch_by_kl_with_divergences, select_teacher_by_kl)
 
@@ -167,6 +167,53 @@ def kl_problem(seed, num_students=57, num_teachers=89, num_classes=5):
   student, teacher, ys, yt = random_problem(seed, num_students, num_teachers, num_classes,
                                             labels=tuple(range(num_classes)))
   return 3 * student, 3 * teacher, ys, yt  # Logits of a realistic spread.
+
+
+def test_centre_per_class_equals_numpy_loop():
+  rng = np.random.default_rng(7)
+  # Class 1 is absent, class 3 has a single member (it becomes the zero vector).
+  labels = np.array([0, 2, 0, 3, 2, 2, 0])
+  embeddings = rng.normal(size=(7, 5)).astype(np.float32)
+  expected = np.empty_like(embeddings, dtype=np.float64)
+  for i, label in enumerate(labels):
+    expected[i] = embeddings[i] - np.mean(embeddings[labels == label].astype(np.float64), axis=0)
+  centred = np.asarray(centre_per_class(embeddings, labels))
+  np.testing.assert_allclose(centred, expected, atol=1e-6)
+  np.testing.assert_array_equal(centred[3], 0.0)
+
+
+def test_centred_matching_ignores_per_class_offsets():
+  """Class prototypes that differ between the two sets (a shared part plus each region's
+  own) send the plain cosine selection to a few hub teachers; the class-centred
+  selection does not see them at all."""
+  rng = np.random.default_rng(8)
+  student_labels, teacher_labels = rng.integers(0, 3, 60), np.repeat(np.arange(3), 20)
+  students, teachers = rng.normal(size=(60, 16)), rng.normal(size=(60, 16))
+  shared = 3.0 * rng.normal(size=(3, 16))
+  shifted_students = students + (shared + rng.normal(size=(3, 16)))[student_labels]
+  shifted_teachers = teachers + (shared + rng.normal(size=(3, 16)))[teacher_labels]
+
+  def select(s, t, centre):
+    if centre:
+      s, t = centre_per_class(s, student_labels), centre_per_class(t, teacher_labels)
+    return np.asarray(nearest_teacher(s, t, student_labels, teacher_labels))[:, 0]
+
+  centred = select(shifted_students, shifted_teachers, True)
+  np.testing.assert_array_equal(centred, select(students, teachers, True))
+  plain = select(shifted_students, shifted_teachers, False)
+  assert np.mean(plain != select(students, teachers, False)) > 0.5
+  assert len(np.unique(plain)) < 0.75 * len(np.unique(centred))
+
+
+@pytest.mark.parametrize("embeddings, labels, message", [
+    (np.zeros((4, 3)), np.zeros(3, int), "labels"),
+    (np.zeros(4), np.zeros(4, int), "labels"),
+    (np.zeros((2, 3)), np.array([0, -1]), "non-negative integer"),
+    (np.zeros((2, 3)), np.array([0.0, 1.0]), "non-negative integer"),
+])
+def test_centre_per_class_rejects_malformed_inputs(embeddings, labels, message):
+  with pytest.raises(ValueError, match=message):
+    centre_per_class(embeddings, labels)
 
 
 def test_rematch_by_kl_equals_brute_force():

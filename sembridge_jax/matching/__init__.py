@@ -1,7 +1,7 @@
 """Student-Friendly Matching (METHOD section 2): who teaches whom.
 
-* `nearest_teacher` -- initial matching by cosine similarity of matcher embeddings
-  (`nearest.py`).
+* `nearest_teacher` -- initial matching by cosine similarity of matcher embeddings,
+  optionally after `centre_per_class` (`nearest.py`).
 * `rematch_by_kl`, `select_teacher_by_kl` -- re-matching by KL between teacher-gallery
   and student predictions, for a whole student set or one batch inside a jitted step
   (`kl_rematch.py`).
@@ -19,8 +19,8 @@ from sembridge_jax.matching.kl_rematch import (Rematch, negative_kl_affinity, re
                                                rematch_by_kl_with_divergences,
                                                select_teacher_by_kl)
 from sembridge_jax.matching.matcher import Matcher, ProjectionHead
-from sembridge_jax.matching.nearest import (cosine_affinity, l2_normalize, nearest_teacher,
-                                            nearest_teacher_with_scores)
+from sembridge_jax.matching.nearest import (centre_per_class, cosine_affinity, l2_normalize,
+                                            nearest_teacher, nearest_teacher_with_scores)
 from sembridge_jax.matching.report import (Histogram, MatchReport, MatchReportFiles,
                                            format_match_report, match_report,
                                            write_match_report)
@@ -32,7 +32,8 @@ from sembridge_jax.matching.target_spread import (KDTargetSpread, format_kd_targ
 
 __all__ = [
     "Affinity", "Histogram", "KDTargetSpread", "MatchReport", "MatchReportFiles", "Matcher",
-    "NO_TEACHER", "ProjectionHead", "Rematch", "Selection", "check_class_coverage",
+    "NO_TEACHER", "ProjectionHead", "Rematch", "Selection", "centre_per_class",
+    "check_class_coverage",
     "cosine_affinity", "format_kd_target_spread", "format_match_report", "kd_target_spread",
     "l2_normalize", "match_report", "matcher_loss", "nearest_teacher",
     "nearest_teacher_with_scores", "negative_kl_affinity", "rematch_by_kl",
