@@ -83,18 +83,12 @@ def train(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -> 
   subprocess.run(command, check=True, cwd=str(REPO))
 
 
-def relative_to_class_mean(x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-  out = x.copy()
-  for label in np.unique(labels):
-    out[labels == label] -= x[labels == label].mean(axis=0)
-  return out
-
-
 def relative_descriptors(table: dict, benchmark, split: str, ids: np.ndarray) -> np.ndarray:
   """Scene descriptors of ``split`` relative to their class mean, in the order of ``ids``."""
-  desc = relative_to_class_mean(np.stack([table[n] for n in benchmark.filenames(split)]),
-                                benchmark.labels(split))
-  return desc[benchmark.index_of(split, ids)]
+  from sembridge_jax import matching
+  desc = matching.centre_per_class(np.stack([table[n] for n in benchmark.filenames(split)]),
+                                   benchmark.labels(split))
+  return np.asarray(desc)[benchmark.index_of(split, ids)]
 
 
 def probe_r2(features: np.ndarray, targets: np.ndarray, ridge: float = 10.0) -> float:

@@ -117,7 +117,8 @@ def match(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark=No
   rows = np.asarray(selection.indices)[:, 0]
   scores = np.asarray(selection.scores)[:, 0]
   outdir = workdir / "matching"
-  score_name = ("class-centred " if config.matching.centre_embeddings else "") + "cosine similarity"
+  centred = "class-centred " if config.matching.centre_embeddings else ""
+  score_name = f"{centred}cosine similarity"
   report = matching.match_report(scores, rows, len(ms.ids), score_name=score_name)
   # Yardstick: the same embedding similarity for random same-class pairs.
   random_rows = random_same_class_pairs(rgb.labels, ms.labels, config.seed)
@@ -163,17 +164,14 @@ def synthetic_match_quality(config: ml_collections.ConfigDict, benchmark, studen
   is a student that is, say, greener than its class's average paired with a teacher that
   is greener than *its* class's average?
   """
+  from sembridge_jax import matching
   from sembridge_jax.data import synthetic, synthetic_parameters
   descriptors = synthetic.scene_descriptors(synthetic_parameters(config.data))
 
   def of(split: str) -> tuple[np.ndarray, np.ndarray]:
     """Descriptors of a whole split in source order, and minus their class means."""
     raw = np.stack([descriptors[name] for name in benchmark.filenames(split)])
-    labels = benchmark.labels(split)
-    relative = raw.copy()
-    for label in np.unique(labels):
-      relative[labels == label] -= raw[labels == label].mean(axis=0)
-    return raw, relative
+    return raw, np.asarray(matching.centre_per_class(raw, benchmark.labels(split)))
 
   (rgb_raw, rgb_relative), (ms_raw, ms_relative) = of("rgb_train"), of("ms_train")
   students = benchmark.index_of("rgb_train", student_ids)

@@ -33,10 +33,9 @@ from sembridge_jax.matching.target_spread import (KDTargetSpread, format_kd_targ
 __all__ = [
     "Affinity", "Histogram", "KDTargetSpread", "MatchReport", "MatchReportFiles", "Matcher",
     "NO_TEACHER", "ProjectionHead", "Rematch", "Selection", "centre_per_class",
-    "check_class_coverage",
-    "cosine_affinity", "format_kd_target_spread", "format_match_report", "kd_target_spread",
-    "l2_normalize", "match_report", "matcher_loss", "nearest_teacher",
-    "nearest_teacher_with_scores", "negative_kl_affinity", "rematch_by_kl",
-    "rematch_by_kl_with_divergences", "select_teacher_by_kl", "soft_cross_entropy",
-    "top_k_dense", "top_k_within_class", "write_match_report",
+    "check_class_coverage", "cosine_affinity", "format_kd_target_spread",
+    "format_match_report", "kd_target_spread", "l2_normalize", "match_report",
+    "matcher_loss", "nearest_teacher", "nearest_teacher_with_scores", "negative_kl_affinity",
+    "rematch_by_kl", "rematch_by_kl_with_divergences", "select_teacher_by_kl",
+    "soft_cross_entropy", "top_k_dense", "top_k_within_class", "write_match_report",
 ]
