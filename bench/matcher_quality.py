@@ -27,6 +27,7 @@ Random same-class pairs give the reference distances (printed in the header).
 
   python bench/matcher_quality.py --root /tmp/matchers [--variants default infonce_flips_60]
       [--data-dir DIR]   # a built synthetic TFDS dir to share between variants
+      [--scene-variation 0]   # the data of dataset version 1.0.0 (README's older table)
 """
 
 from __future__ import annotations
@@ -63,12 +64,15 @@ VARIANTS: dict[str, dict[str, object]] = {
 }
 
 
-def overrides_of(variant: str, data_dir: str | None) -> dict[str, object]:
+def overrides_of(variant: str, data_dir: str | None,
+                 scene_variation: float | None = None) -> dict[str, object]:
   flat = {("model.matcher" if k == "model" else f"matcher.{k}"): v
           for k, v in VARIANTS[variant].items()}
   flat["progress"] = False
   if data_dir:
     flat["data.data_dir"] = data_dir
+  if scene_variation is not None:
+    flat["data.synthetic.scene_variation"] = scene_variation
   return flat
 
 
@@ -169,11 +173,13 @@ def main() -> None:
   parser.add_argument("--root", required=True, help="one workdir per variant under ROOT")
   parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
   parser.add_argument("--data-dir", default=None)
+  parser.add_argument("--scene-variation", type=float, default=None,
+                      help="the synthetic data's scene condition (0: dataset version 1.0.0)")
   args = parser.parse_args()
   results = []
   for variant in args.variants:
     workdir = pathlib.Path(args.root) / variant
-    overrides = overrides_of(variant, args.data_dir)
+    overrides = overrides_of(variant, args.data_dir, args.scene_variation)
     train(variant, workdir, overrides)
     results.append(measure(variant, workdir, overrides))
   first = results[0]

@@ -144,7 +144,8 @@ def test_build_is_deterministic_and_split_seed_changes_the_split(manual_dir, tmp
 
 def test_rebuild_is_idempotent(built, manual_dir, tfds_dir):
   benchmark = built["s2s_eu"]
-  record_file = next((tfds_dir / "ackd_benchmark" / "s2s_eu" / "1.0.0").glob("*ms_train*"))
+  version_dir = tfds_dir / "ackd_benchmark" / "s2s_eu" / str(builder_lib.Builder.VERSION)
+  record_file = next(version_dir.glob("*ms_train*"))
   modified = record_file.stat().st_mtime_ns
   again = data.load_benchmark(data_config("s2s_eu", manual_dir), data_dir=tfds_dir)
   assert again.metadata == benchmark.metadata
@@ -407,7 +408,7 @@ def test_tfds_build_cli(manual_dir, tmp_path):
       "--manual_dir", str(manual_dir), "--data_dir", str(tmp_path / "tfds")]
   result = subprocess.run(command, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr[-3000:]
-  built_dir = tmp_path / "tfds" / "ackd_benchmark" / "s2s_eu" / "1.0.0"
+  built_dir = tmp_path / "tfds" / "ackd_benchmark" / "s2s_eu" / str(builder_lib.Builder.VERSION)
   info = json.loads((built_dir / "dataset_info.json").read_text())
   assert info["fileFormat"] == "array_record"
   source = tfds.data_source("ackd_benchmark/s2s_eu", data_dir=tmp_path / "tfds")

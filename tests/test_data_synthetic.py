@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 
@@ -58,7 +59,8 @@ def test_layout_georeferencing_and_formats(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(ms_bands=4), dict(num_classes=1),
-                                 dict(semantic_overlap=1.5), dict(ms_per_class=0)])
+                                 dict(semantic_overlap=1.5), dict(scene_variation=-0.1),
+                                 dict(ms_per_class=0)])
 def test_invalid_parameters_are_named(bad, tmp_path):
   key = next(iter(bad))
   with pytest.raises(ValueError, match=f"{key}={bad[key]!r} is invalid"):
@@ -75,6 +77,46 @@ def test_semantic_overlap_interpolates_the_class_evidence():
   for overlap in (0.25, 0.5, 0.9):
     np.testing.assert_allclose(gap(overlap), (1 - overlap) * disjoint, atol=1e-12)
   np.testing.assert_allclose(gap(1.0), 0.0, atol=1e-12)
+
+
+def test_scene_condition_is_shared_by_both_regions_and_by_a_pair():
+  params = synthetic.SyntheticParameters(scene_variation=0.4)
+  structure, ms, rgb = synthetic.make_prototypes(params)
+  np.testing.assert_array_equal(ms.condition, rgb.condition)
+  np.testing.assert_allclose(np.sqrt(np.mean(ms.condition ** 2, axis=1)), 0.4)
+  for a, b in structure.pairs:
+    np.testing.assert_array_equal(ms.condition[a], ms.condition[b])
+  # Everything else is the same draw as without a condition.
+  _, ms0, rgb0 = synthetic.make_prototypes(dataclasses.replace(params, scene_variation=0.0))
+  for with_condition, without in ((ms, ms0), (rgb, rgb0)):
+    assert not without.condition.any()
+    for field in ("primary", "secondary", "texture"):
+      np.testing.assert_array_equal(getattr(with_condition, field), getattr(without, field))
+
+
+def test_scenes_of_a_class_vary_along_one_direction_in_both_regions():
+  """What SFM can find: the within-class variation of scene colour that both regions share."""
+  params = synthetic.SyntheticParameters(num_classes=4, image_size=8, ms_per_class=60,
+                                         rgb_per_class=60, scene_variation=0.5)
+  scenes = list(synthetic.iter_scenes(params))
+  labels = np.array([int(s.relative_path.split("/")[1][-2:]) for s in scenes])
+  is_ms = np.array([s.modality == "MS" for s in scenes])
+  descriptors = np.stack([s.descriptor for s in scenes]).astype(np.float64)
+  flat = np.stack([s.descriptor for s in synthetic.iter_scenes(
+      dataclasses.replace(params, scene_variation=0.0))]).astype(np.float64)
+
+  def principal(x):
+    x = x - x.mean(axis=0)
+    _, singular, vt = np.linalg.svd(x, full_matrices=False)
+    return vt[0], singular[0] ** 2 / np.sum(singular ** 2), np.mean(np.sum(x ** 2, axis=1))
+
+  for label in range(4):
+    ms_axis, ms_share, ms_spread = principal(descriptors[is_ms & (labels == label)])
+    rgb_axis, rgb_share, _ = principal(descriptors[~is_ms & (labels == label)])
+    *_, flat_spread = principal(flat[is_ms & (labels == label)])
+    assert ms_spread > 4 * flat_spread  # The condition dominates the within-class spread,
+    assert min(ms_share, rgb_share) > 0.6  # mostly along one direction,
+    assert abs(ms_axis @ rgb_axis) > 0.9  # the same in both regions.
 
 
 def test_confusable_pairs_differ_mostly_outside_the_visible_bands():

@@ -65,7 +65,7 @@ def config_name(dataset: str, *, split_seed: int = 0,
     default = synthetic.SyntheticParameters()
     short = {"num_classes": "classes", "ms_bands": "bands", "image_size": "size",
              "ms_per_class": "ms", "rgb_per_class": "rgb", "semantic_overlap": "overlap",
-             "seed": "seed"}
+             "scene_variation": "scenes", "seed": "seed"}
     for field in dataclasses.fields(synthetic.SyntheticParameters):
       value = getattr(synthetic_params, field.name)
       if value != getattr(default, field.name):
@@ -109,8 +109,13 @@ _LAYOUT_HELP = "\n".join(
 class Builder(tfds.core.GeneratorBasedBuilder):
   """The asymmetric MS/RGB benchmark (SemBridge, METHOD section 5)."""
 
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Initial release."}
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "Initial release.",
+      "1.1.0": "synthetic: per-scene condition shared by both regions (scene_variation, "
+               "default 0.5; 1.0.0's synthetic data is scene_variation=0). Real datasets "
+               "unchanged.",
+  }
   BUILDER_CONFIGS = [make_config(name) for name in specs.DATASET_NAMES]
   DEFAULT_BUILDER_CONFIG_NAME = specs.SYNTHETIC
   MANUAL_DOWNLOAD_INSTRUCTIONS = f"""\
