@@ -12,10 +12,14 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def tiny_config():
+def shipped_config(name: str):
+  """``configs/<name>.py``'s ``get_config()``."""
   sys.path.insert(0, str(REPO))
-  from configs import tiny
-  return tiny.get_config()
+  return __import__(f"configs.{name}", fromlist=["get_config"]).get_config()
+
+
+def tiny_config():
+  return shipped_config("tiny")
 
 
 @pytest.fixture(scope="session")

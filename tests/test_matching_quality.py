@@ -1,9 +1,7 @@
 """The synthetic benchmark's ground truth for SFM (`stages.synthetic_match_quality`)."""
 
-import sys
-
 import numpy as np
-from conftest import REPO
+from conftest import shipped_config
 
 from sembridge_jax import config_base, data, stages
 from sembridge_jax.data import synthetic
@@ -64,9 +62,7 @@ def test_the_default_matcher_pairs_look_alikes_better_than_random_pairs(tmp_path
   pair each student with a teacher whose scene is more alike, relative to each region's
   class mean, than a random same-class teacher is. Over matcher seeds 0-3 the ratio was
   0.69-0.86 (seed 0, the one tested: 0.75; README "SFM itself")."""
-  sys.path.insert(0, str(REPO))
-  from configs import synthetic as synthetic_config
-  config = synthetic_config.get_config()
+  config = shipped_config("synthetic")
   config.progress = False
   config.data.data_dir = str(tmp_path / "tfds")
   config = config_base.validate_config(config)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, run_python, tiny_config
+from conftest import REPO, run_python, shipped_config, tiny_config
 from sembridge_jax import config_base
 from sembridge_jax.train import classifier, metrics
 
@@ -125,9 +125,7 @@ def test_config_validation_names_the_key(overrides, message):
 
 @pytest.mark.parametrize("name", ["synthetic", "tiny", "s2s_eu", "s2s_cn", "m2s_gl"])
 def test_shipped_configs_load(name):
-  sys.path.insert(0, str(REPO))
-  module = __import__(f"configs.{name}", fromlist=["get_config"])
-  config = module.get_config()
+  config = shipped_config(name)
   if name.startswith(("s2s", "m2s")):
     config.data.manual_dir = "/data/ackd"
   config_base.validate_config(config)

@@ -34,8 +34,7 @@ but differ by ``NONVISIBLE_PAIR_CONTRAST`` (several standard deviations) in the
 non-visible bands (aerosol, red edge, cirrus, SWIR) of both materials. The MS sensor sees
 those bands; the RGB camera does not. With the default 10 classes (4 pairs, 2 singletons)
 the Bayes accuracy of any RGB classifier is about 0.2 + 0.8 * 0.7 ~ 76% without the scene
-condition (which can only lower it), while MS classes
-are separable. Measured on the default set (a ridge classifier on per-band means, log
+condition (which can only lower it), while MS classes are separable. Measured on the default set (a ridge classifier on per-band means, log
 band ratios and a gradient statistic, a quarter of each class held out): MS 100%, RGB
 59% (version 1: 61%); the pipeline's ShuffleNetV2 RGB student reaches 55%.
 
