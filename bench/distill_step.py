@@ -25,12 +25,12 @@ from flax import nnx
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import synthetic  # noqa: E402
-from sembridge_jax import config_base, models  # noqa: E402
-from sembridge_jax.benchmark import ALL_PAIRS, pair_name  # noqa: E402
-from sembridge_jax.distill import step as step_lib, trainer  # noqa: E402
+from sembridge_jax import config_base, models, sharding  # noqa: E402
+from sembridge_jax.distill import distiller as distiller_lib, step as step_lib  # noqa: E402
 from sembridge_jax.distill.gallery import Gallery  # noqa: E402
-from sembridge_jax.train import optimizers, sharding  # noqa: E402
-from sembridge_jax.train.state import TrainState, split_model, model_state_after  # noqa: E402
+from sembridge_jax.runs import Run  # noqa: E402
+from sembridge_jax.models.pairs import ALL_PAIRS, pair_name  # noqa: E402
+from sembridge_jax.train import trainer  # noqa: E402
 
 NUM_CLASSES, MS_BANDS, GALLERY = 10, 10, 2048
 
@@ -70,14 +70,12 @@ def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, step
   teacher = models.create_model(teacher_name, num_classes=NUM_CLASSES, in_channels=MS_BANDS,
                                 rngs=nnx.Rngs(0))
   gallery = teacher_gallery(teacher, size)
-  run = trainer.DistillRun("kd", True)
-  distiller = trainer.create_distiller(config, run, Meta, gallery, seed=0)
-  modeldef, params, model_state = split_model(distiller)
-  tx = optimizers.make_optimizer(config.distill.optimizer)
-  options = trainer.step_options(config, run, steps_per_epoch=100)
+  run = Run("kd", True)
+  distiller = distiller_lib.create_distiller(config, run, Meta, gallery, seed=0)
+  options = distiller_lib.step_options(config, run, steps_per_epoch=100)
+  modeldef, state, tx = trainer.create_train_state(distiller, config.distill.optimizer, mesh)
   # Each timed step donates its state: give each variant its own copy.
-  fresh_state = lambda: sharding.put_replicated(
-      jax.tree.map(jnp.array, TrainState.create(params, model_state, tx)), mesh)
+  fresh_state = lambda: sharding.put_replicated(jax.tree.map(jnp.array, state), mesh)
   rng = np.random.default_rng(0)
   labels = (np.arange(batch) % NUM_CLASSES).astype(np.int32)
   data = sharding.put_batch({
@@ -85,7 +83,7 @@ def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, step
       "mask": np.ones(batch, bool), "teacher_row": labels.copy(),
       "teacher_image": rng.normal(size=(batch, size, size, MS_BANDS)).astype(np.float32)}, mesh)
 
-  gallery_step = step_lib.make_train_step(modeldef, tx, mesh, options)
+  gallery_step = trainer.make_train_step(modeldef, tx, mesh, step_lib.make_distillation_loss(options))
   device_gallery = sharding.put_replicated(gallery, mesh)
   with_gallery = time_steps(gallery_step, fresh_state(), (data, device_gallery), steps)
 
@@ -93,24 +91,17 @@ def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, step
   teacher_def, teacher_params, teacher_rest = nnx.split(teacher, nnx.Param, ...)
   teacher_vars = sharding.put_replicated((teacher_params, teacher_rest), mesh)
 
-  def teacher_inside_step(current, batch_data, teacher_state):
-    frozen = nnx.merge(teacher_def, *teacher_state)
+  def teacher_inside_loss(model, batch_data, context: trainer.StepContext):
+    frozen = nnx.merge(teacher_def, *context.constants)
     logits, features = frozen(batch_data["teacher_image"])
     rows = jnp.arange(batch_data["label"].shape[0])
     per_batch = Gallery(ids=rows, labels=batch_data["label"], logits=logits,
                         pooled=features["pooled"], tokens=features["tokens"])
-    batch_data = dict(batch_data, teacher_row=rows)
-    epoch = current.step.astype(jnp.float32) / options.steps_per_epoch
+    epoch = context.step.astype(jnp.float32) / options.steps_per_epoch
+    return step_lib.distillation_loss(model, dict(batch_data, teacher_row=rows), per_batch,
+                                      epoch, options)
 
-    def loss_fn(p):
-      model = modeldef.merge(p, current.model_state, training=True)
-      loss, terms = step_lib.distillation_loss(model, batch_data, per_batch, epoch, options)
-      return loss, (terms, model_state_after(model))
-
-    (_, (terms, new_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(current.params)
-    return current.apply_gradients(grads, tx, new_state), terms
-
-  inside = jax.jit(teacher_inside_step, donate_argnums=0)
+  inside = trainer.make_train_step(modeldef, tx, mesh, teacher_inside_loss)
   with_teacher = time_steps(inside, fresh_state(), (data, teacher_vars), steps)
   return batch / with_gallery, batch / with_teacher
 

@@ -14,7 +14,7 @@ import argparse
 import pathlib
 import time
 
-from sembridge_jax.viz import example_workdir
+from sembridge_jax.analysis import example_workdir
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -5,7 +5,7 @@ configs/synthetic.py) this trains the matcher with ``sembridge-jax train-matcher
 reuses ``ROOT/<variant>`` if it holds a trained one) and measures, with the generator's
 scene descriptors (`sembridge_jax.data.synthetic.scene_descriptor`, chromaticity of the
 scene's mean true-colour reflectance, taken relative to its region's class mean; see
-`sembridge_jax.stages.synthetic_match_quality`):
+`sembridge_jax.analysis.synthetic_ground_truth.synthetic_match_quality`):
 
 * ``val loss``: the best validation loss of the matcher;
 * ``own top-1``: how often the RGB view of an MS train image (its rendering) is nearest to
@@ -27,7 +27,7 @@ Random same-class pairs give the reference distances (printed in the header).
 
   python bench/matcher_quality.py --root /tmp/matchers [--variants default infonce_flips_60]
       [--data-dir DIR]   # a built synthetic TFDS dir to share between variants
-      [--scene-variation 0]   # the data of dataset version 1.0.0 (README's older table)
+      [--scene-variation 0]   # the data of dataset version 1.0.0 (docs/matcher_study.md (dataset 1.0.0 table))
 """
 
 from __future__ import annotations
@@ -108,16 +108,17 @@ def probe_r2(features: np.ndarray, targets: np.ndarray, ridge: float = 10.0) -> 
 def measure(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -> dict:
   import json
 
-  from sembridge_jax import config_base, data as data_lib, matching, stages
+  from sembridge_jax import config_base, data as data_lib, matching, sharding, stages
+  from sembridge_jax.analysis.synthetic_ground_truth import synthetic_match_quality
   from sembridge_jax.data import synthetic
-  from sembridge_jax.train import inference, matcher, sharding
+  from sembridge_jax.train import inference, matcher
 
   config = synthetic_config.get_config()
   config.update_from_flattened_dict(overrides)
   config = config_base.validate_config(config)
   benchmark = stages.load_benchmark(config, workdir)
-  ms, rgb = matcher.embed_splits(config, workdir, benchmark)
-  modeldef, state = matcher.load_best_matcher(config, workdir, benchmark)
+  ms, rgb = matcher.embed_splits(config, stages.as_workdir(workdir).matcher, benchmark)
+  modeldef, state = matcher.load_best_matcher(config, stages.as_workdir(workdir).matcher, benchmark)
   mesh = sharding.make_mesh()
   embed_rgb = inference.make_predict_fn(modeldef, lambda m, x: {"embedding": m.embed_rgb(x)}, mesh)
   renderings = inference.predict_split(
@@ -142,15 +143,15 @@ def measure(variant: str, workdir: pathlib.Path, overrides: dict[str, object]) -
 
   rows = np.asarray(matching.nearest_teacher(rgb.outputs["embedding"], ms.outputs["embedding"],
                                              rgb.labels, ms.labels, k=1))[:, 0]
-  from sembridge_jax.distill.trainer import random_same_class_pairs
+  from sembridge_jax.distill.distiller import random_same_class_pairs
   random_rows = random_same_class_pairs(rgb.labels, ms.labels, config.seed)
-  quality = stages.synthetic_match_quality(config, benchmark, rgb.ids, ms.ids[rows],
+  quality = synthetic_match_quality(config, benchmark, rgb.ids, ms.ids[rows],
                                            ms.ids[random_rows])
   centred_rgb = np.asarray(matching.centre_per_class(rgb.outputs["embedding"], rgb.labels))
   centred_ms = np.asarray(matching.centre_per_class(ms.outputs["embedding"], ms.labels))
   centred_rows = np.asarray(matching.nearest_teacher(centred_rgb, centred_ms, rgb.labels,
                                                      ms.labels, k=1))[:, 0]
-  centred = stages.synthetic_match_quality(config, benchmark, rgb.ids, ms.ids[centred_rows],
+  centred = synthetic_match_quality(config, benchmark, rgb.ids, ms.ids[centred_rows],
                                            ms.ids[random_rows])
   rgb_desc = relative_descriptors(table, benchmark, "rgb_train", rgb.ids)
   history = [json.loads(line) for line in (workdir / "matcher" / "metrics.jsonl").read_text()

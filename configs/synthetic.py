@@ -10,7 +10,7 @@ teacher (MS) 100.0; student alone 55.0 ± 1.0; KD with random same-class pairs
 49.4 ± 2.7; SemBridge 50.6 ± 0.9. The match report: SFM's pairs are 25% closer than
 random same-class pairs in relative scene colour (0.1004 vs 0.1339), 244 of 960 MS
 images used as teachers; the gallery's KD-target spread is 0.054 within a class.
-README "Results" says what these numbers can and cannot tell.
+docs/synthetic_results.md says what these numbers can and cannot tell.
 """
 
 from sembridge_jax import config_base
@@ -32,7 +32,7 @@ def get_config():
   # The two synthetic regions' class prototypes differ by construction (semantic_overlap
   # 0.5), so METHOD's plain cosine sends most students of a class to the few MS images
   # nearest the RGB region's class mean (hubs); comparing scenes relative to their own
-  # set's class mean removes that offset (see README "SFM itself").
+  # set's class mean removes that offset (see docs/matcher_study.md).
   c.matching.centre_embeddings = True
   # Short runs: a cosine decay to 0 makes the final epoch's accuracy a stable number
   # (a constant Adam rate leaves it jumping by several points from epoch to epoch).

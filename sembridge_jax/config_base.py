@@ -9,10 +9,16 @@ values.
 
 from __future__ import annotations
 
+import importlib.util
+import pathlib
+
 import ml_collections
 
+from sembridge_jax.workdir import Workdir
+
 # Dataset name -> number of MS channels the models see (METHOD section 5).
-DATASET_MS_CHANNELS = {"s2s_eu": 10, "s2s_cn": 14, "m2s_gl": 10}
+DATASET_MS_CHANNELS = {"s2s_eu": 10, "s2s_cn": 14, "m2s_gl": 10, "eurosat_asym": 10}
+SPLIT_MODES = ("scene", "region")
 NORMALIZATIONS = ("per_image_max", "band_stats")
 MATCHING_MODES = ("epochs", "step")
 DTYPES = ("float32", "bfloat16")
@@ -119,6 +125,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.benchmark.pairs = "same"
   c.benchmark.seeds = 1
 
+  # Research read-outs (modules of sembridge_jax.analysis), called by the stages through
+  # sembridge_jax.stages.reports. () turns them all off.
+  c.reports = ("synthetic_ground_truth", "kd_target_spread", "distillation_figures")
+
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 0     # 0: at the end of every epoch only
   c.checkpoint.max_to_keep = 2
@@ -136,9 +146,54 @@ def expected_ms_channels(config: ml_collections.ConfigDict) -> int:
   return DATASET_MS_CHANNELS[config.data.name]
 
 
-def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ValueError naming the first invalid key; returns the config otherwise."""
+def _is_number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Numeric settings: (key, test, what is allowed).
+POSITIVE, NON_NEGATIVE = (lambda v: v > 0, "a number > 0"), (lambda v: v >= 0, "a number >= 0")
+NUMERIC_RANGES = (
+    *((f"{s}.optimizer.learning_rate", *POSITIVE) for s in ("teacher", "student", "matcher", "distill")),
+    *((f"{s}.optimizer.weight_decay", *NON_NEGATIVE) for s in ("teacher", "student", "matcher", "distill")),
+    *((f"distill.{w}", *NON_NEGATIVE) for w in ("ce_weight", "kd_weight", "align_weight",
+                                                 "coral_weight", "ot_weight", "semantic_weight")),
+    ("distill.temperature", *POSITIVE), ("matching.temperature", *POSITIVE),
+    ("matcher.temperature", *POSITIVE), ("distill.epsilon", *POSITIVE),
+    ("distill.sinkhorn_threshold", *POSITIVE),
+    ("matcher.soft_target_weight", lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    ("matcher.plateau_factor", lambda v: 0 < v < 1, "a number in (0, 1)"),
+    ("matcher.validation_fraction", lambda v: 0 < v < 1, "a number in (0, 1)"),
+    ("matcher.rendering_gamma", *POSITIVE),
+    ("matcher.rendering_colour_jitter", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+)
+POSITIVE_INTEGERS = (
+    *(f"{s}.{k}" for s in ("teacher", "student", "matcher", "distill") for k in ("epochs", "batch_size")),
+    "eval_batch_size", "distill.sinkhorn_iterations", "distill.common_dim", "distill.num_heads",
+    "matching.chunk_size", "matcher.plateau_patience", "checkpoint.max_to_keep", "benchmark.seeds",
+)
+BATCH_SIZES = ("teacher.batch_size", "student.batch_size", "matcher.batch_size",
+               "distill.batch_size", "eval_batch_size")
+
+
+def _get(config: ml_collections.ConfigDict, key: str):
+  value = config
+  for part in key.split("."):
+    value = value[part]
+  return value
+
+
+def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | None = None
+                    ) -> ml_collections.ConfigDict:
+  """Raises ValueError naming the first invalid key, its value and what is allowed;
+  returns the config otherwise. Runs before any work (no dataset is touched).
+
+  ``num_devices`` (default: `jax.device_count()`, every process's devices) is what the
+  batch sizes must divide.
+  """
   from sembridge_jax import models  # Local: the registry imports Flax.
+  from sembridge_jax.distill import methods  # Local: the registry imports Flax.
+  from sembridge_jax.models.pairs import parse_pairs
+  from sembridge_jax.train import optimizers
 
   datasets = ("synthetic", *DATASET_MS_CHANNELS)
   _require(config.data.name in datasets, "data.name", list(datasets), config.data.name)
@@ -162,25 +217,86 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   if config.data.name == "synthetic":
     _require(0.0 <= config.data.synthetic.semantic_overlap <= 1.0, "data.synthetic.semantic_overlap",
              "a number in [0, 1]", config.data.synthetic.semantic_overlap)
+  elif config.data.name == "eurosat_asym":
+    pass  # Without a manual_dir it downloads EuroSAT's two archives.
   elif not (config.data.manual_dir or config.data.download_url):
     raise ValueError(f"config.data.manual_dir is empty: dataset {config.data.name!r} is built "
                      "from downloaded files; set --config.data.manual_dir=DIR (the folder that "
                      "holds S2S_EU/, S2S_CN/, M2S_GL/) or --config.data.download_url=URL")
+  split_by = config.data.get("split_by", "scene")
+  allowed = SPLIT_MODES if config.data.name == "eurosat_asym" else ("scene",)
+  _require(split_by in allowed, "data.split_by", f"{list(allowed)} for data.name="
+           f"{config.data.name!r}", split_by)
   _require(config.matching.mode in MATCHING_MODES, "matching.mode", MATCHING_MODES,
            config.matching.mode)
-  _require(config.matcher.rendering_gamma > 0, "matcher.rendering_gamma", "a positive number",
-           config.matcher.rendering_gamma)
-  _require(0.0 <= config.matcher.rendering_colour_jitter < 1.0, "matcher.rendering_colour_jitter",
-           "a number in [0, 1)", config.matcher.rendering_colour_jitter)
+  _require(config.matching.gallery_dtype in DTYPES, "matching.gallery_dtype", DTYPES,
+           config.matching.gallery_dtype)
   _require(not config.matcher.rendering_random_camera or config.matcher.augment_rendering,
            "matcher.rendering_random_camera",
            "False unless matcher.augment_rendering=True (it is an augmentation)",
            config.matcher.rendering_random_camera)
   for section in ("teacher", "student", "matcher", "distill"):
-    for key in ("epochs", "batch_size"):
-      value = config[section][key]
-      _require(isinstance(value, int) and value > 0, f"{section}.{key}", "a positive integer", value)
-  from sembridge_jax.distill import losses  # Local: avoids import cycles at config time.
-  _require(config.distill.method in losses.DISTILL_METHODS, "distill.method",
-           sorted(losses.DISTILL_METHODS), config.distill.method)
+    optimizer = config[section].optimizer
+    _require(optimizer.name in optimizers.OPTIMIZERS, f"{section}.optimizer.name",
+             sorted(optimizers.OPTIMIZERS), optimizer.name)
+    schedule = optimizer.get("schedule", "constant")
+    _require(schedule in optimizers.SCHEDULES, f"{section}.optimizer.schedule",
+             sorted(optimizers.SCHEDULES), schedule)
+  for key in POSITIVE_INTEGERS:
+    value = _get(config, key)
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
+             "a positive integer", value)
+  for key, test, allowed in NUMERIC_RANGES:
+    value = _get(config, key)
+    _require(_is_number(value) and test(value), key, allowed, value)
+  _require(config.checkpoint.every_steps >= 0, "checkpoint.every_steps",
+           "0 (every epoch) or a positive number of steps", config.checkpoint.every_steps)
+  seeds = tuple(config.pipeline.seeds)
+  _require(len(seeds) > 0 and all(isinstance(s, int) and s >= 0 for s in seeds), "pipeline.seeds",
+           "a non-empty tuple of integers >= 0", seeds)
+  _require(config.distill.common_dim % config.distill.num_heads == 0, "distill.num_heads",
+           f"a divisor of distill.common_dim={config.distill.common_dim}", config.distill.num_heads)
+  if config.distill.use_sfm and config.matching.mode == "epochs":
+    epochs = tuple(config.matching.rematch_epochs)
+    _require(all(isinstance(e, int) and 0 <= e < config.distill.epochs for e in epochs),
+             "matching.rematch_epochs",
+             f"epoch indices inside the run, in [0, distill.epochs={config.distill.epochs})", epochs)
+  for name in config.get("reports", ()):
+    _require(importlib.util.find_spec(f"sembridge_jax.analysis.{name}") is not None, "reports",
+             "names of modules of sembridge_jax.analysis", name)
+  _require(config.distill.method in methods.DISTILL_METHODS, "distill.method",
+           sorted(methods.DISTILL_METHODS), config.distill.method)
+  for key, parse in (("benchmark.methods", methods.parse_methods),
+                     ("benchmark.pairs", parse_pairs)):
+    try:
+      parse(_get(config, key))
+    except ValueError as error:
+      raise ValueError(f"config.{key}={_get(config, key)!r} is invalid: {error}") from None
+  _check_batch_sizes(config, num_devices)
   return config
+
+
+def _check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int | None) -> None:
+  if num_devices is None:
+    import jax  # Local: the device count needs the backend, which flag parsing must precede.
+    num_devices = jax.device_count()
+  for key in BATCH_SIZES:
+    value = _get(config, key)
+    _require(value % num_devices == 0, key,
+             f"a multiple of the {num_devices} devices (e.g. "
+             f"{max(num_devices, value // num_devices * num_devices)})", value)
+
+
+def load_benchmark(config: ml_collections.ConfigDict, workdir: Workdir | str | pathlib.Path):
+  """The configured benchmark, built into ``DIR/tfds`` (or ``data.data_dir``) on first
+  use; fills in ``config.data.data_dir``."""
+  from sembridge_jax import data as data_lib  # Local: imports TFDS.
+  with config.unlocked():
+    config.data.data_dir = config.data.data_dir or str(Workdir(pathlib.Path(workdir)).tfds
+                                                       if not isinstance(workdir, Workdir)
+                                                       else workdir.tfds)
+  benchmark = data_lib.load_benchmark(config.data, data_dir=config.data.data_dir)
+  if benchmark.ms_channels != config.data.ms_channels:
+    raise ValueError(f"config.data.ms_channels={config.data.ms_channels} but dataset "
+                     f"{benchmark.name!r} has {benchmark.ms_channels} MS channels")
+  return benchmark

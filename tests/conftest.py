@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import os
 import pathlib
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -47,3 +50,17 @@ def run_python(code: str, *, devices: int = 1, timeout: int = 600) -> subprocess
   if result.returncode != 0:
     raise AssertionError(f"subprocess failed:\n{result.stdout}\n{result.stderr}")
   return result
+
+
+@pytest.fixture()
+def http_server(tmp_path):
+  """(folder, base URL): files put in the folder are served on 127.0.0.1."""
+  served = tmp_path / "served"
+  served.mkdir()
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread.start()
+  yield served, f"http://127.0.0.1:{server.server_address[1]}"
+  server.shutdown()
+  server.server_close()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
-import threading
 import zipfile
 
 import numpy as np
@@ -327,19 +324,6 @@ def test_bad_manual_dir(case, tmp_path, monkeypatch):
 
 
 # --- URL archive through TFDS's download manager ---
-
-@pytest.fixture()
-def http_server(tmp_path):
-  served = tmp_path / "served"
-  served.mkdir()
-  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  yield served, f"http://127.0.0.1:{server.server_address[1]}"
-  server.shutdown()
-  server.server_close()
-
 
 def test_archive_url_builds_through_the_download_manager(manual_dir, http_server, tmp_path):
   served, url = http_server

@@ -10,12 +10,15 @@ import numpy as np
 import pytest
 
 from conftest import run_python, tiny_config
-from sembridge_jax import config_base, matching, stages
-from sembridge_jax.distill import step as step_lib, trainer
+from sembridge_jax import config_base, matching, sharding, stages
+from sembridge_jax.analysis.synthetic_ground_truth import confusable_pair_analysis
+from sembridge_jax.distill import distiller, step as step_lib
 from sembridge_jax.distill.gallery import Gallery
-from sembridge_jax.train import classifier, optimizers, sharding
+from sembridge_jax.runs import Run
+from sembridge_jax.train import classifier, trainer
 from sembridge_jax.train import matcher as matcher_training
-from sembridge_jax.train.state import TrainState, split_model
+from sembridge_jax.train.state import split_model
+from sembridge_jax.workdir import Workdir
 
 PAIRS = [("resnet34", "resnet34"), ("mobilenet_v2", "mobilenet_v2"),
          ("shufflenet_v2_x0_5", "shufflenet_v2_x0_5"), ("resnet34", "mobilenet_v2"),
@@ -39,12 +42,10 @@ def random_gallery(teacher: str, size: int = 12, num_classes: int = 3, seed: int
 
 
 def one_step(config, run, gallery, batch, mesh):
-  model = trainer.create_distiller(config, run, FakeBenchmark, gallery, seed=0)
-  modeldef, params, model_state = split_model(model)
-  tx = optimizers.make_optimizer(config.distill.optimizer)
-  state = sharding.put_replicated(TrainState.create(params, model_state, tx), mesh)
-  options = trainer.step_options(config, run, steps_per_epoch=3)
-  step = step_lib.make_train_step(modeldef, tx, mesh, options)
+  model = distiller.create_distiller(config, run, FakeBenchmark, gallery, seed=0)
+  modeldef, state, tx = trainer.create_train_state(model, config.distill.optimizer, mesh)
+  options = distiller.step_options(config, run, steps_per_epoch=3)
+  step = trainer.make_train_step(modeldef, tx, mesh, step_lib.make_distillation_loss(options))
   return step(state, sharding.put_batch(batch, mesh), sharding.put_replicated(gallery, mesh))
 
 
@@ -60,7 +61,7 @@ def test_every_architecture_pair_runs_one_sembridge_step(teacher, student):
   config = config_base.validate_config(tiny_config())
   config.model.student = student
   config.distill.sinkhorn_iterations = 5
-  state, metrics = one_step(config, trainer.DistillRun("kd", True), random_gallery(teacher),
+  state, metrics = one_step(config, Run("kd", True), random_gallery(teacher),
                             random_batch(), sharding.make_mesh())
   metrics = jax.device_get(metrics)
   for key in ("loss", "ce", "distill", "coral_attention", "coral_pooled", "ot", "sinkhorn_iters"):
@@ -75,7 +76,7 @@ def test_step_selection_mode_picks_same_class_teachers():
   config.distill.sinkhorn_iterations = 5
   batch = random_batch()
   batch["teacher_row"] = np.zeros_like(batch["teacher_row"])  # ignored in step mode
-  _, metrics = one_step(config, trainer.DistillRun("kd", True), random_gallery("shufflenet_v2_x0_5"),
+  _, metrics = one_step(config, Run("kd", True), random_gallery("shufflenet_v2_x0_5"),
                         batch, sharding.make_mesh())
   assert float(metrics["teacher_same_class"]) == 1.0
 
@@ -86,14 +87,14 @@ sys.path.insert(0, "tests")
 from conftest import tiny_config
 from test_distill import one_step, random_batch, random_gallery
 from sembridge_jax import config_base
-from sembridge_jax.distill import trainer
-from sembridge_jax.train import sharding
+from sembridge_jax import sharding
+from sembridge_jax.runs import Run
 config = config_base.validate_config(tiny_config())
 config.distill.sinkhorn_iterations = 20
 config.distill.optimizer.name = "sgd"  # Linear in the gradient (see test_train.py).
 mesh = sharding.make_mesh()
 assert mesh.devices.size == {devices}
-state, metrics = one_step(config, trainer.DistillRun("kd", True), random_gallery("shufflenet_v2_x0_5"),
+state, metrics = one_step(config, Run("kd", True), random_gallery("shufflenet_v2_x0_5"),
                           random_batch(), mesh)
 leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state))
           if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
@@ -114,12 +115,12 @@ def test_distillation_step_on_8_devices_equals_1_device(tmp_path):
 def test_random_same_class_pairs_respect_classes_and_seed():
   student_labels = np.array([0, 1, 2, 0, 1, 2, 0])
   gallery_labels = np.array([2, 2, 1, 0, 0, 1, 0])
-  a = trainer.random_same_class_pairs(student_labels, gallery_labels, seed=3)
-  b = trainer.random_same_class_pairs(student_labels, gallery_labels, seed=3)
+  a = distiller.random_same_class_pairs(student_labels, gallery_labels, seed=3)
+  b = distiller.random_same_class_pairs(student_labels, gallery_labels, seed=3)
   np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(gallery_labels[a], student_labels)
   with pytest.raises(ValueError):
-    trainer.random_same_class_pairs(np.array([0, 3]), gallery_labels, seed=0)
+    distiller.random_same_class_pairs(np.array([0, 3]), gallery_labels, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +134,7 @@ def tiny_pipeline(tiny_setup, tmp_path_factory):
 def test_pipeline_writes_results_with_all_keys(tiny_pipeline):
   _, workdir, _ = tiny_pipeline
   results = json.loads((workdir / "results.json").read_text())
-  for key in ("teacher", "student_only", "kd", "sembridge"):
+  for key in ("teacher", "student_only", "kd", "kd+sembridge"):
     assert {"oa", "macro_f1", "per_seed"} <= set(results[key]), key
     assert set(results[key]["per_seed"]) == {"0"}
   assert {"config", "timings"} <= set(results)
@@ -160,7 +161,7 @@ def test_match_stage_on_class_centred_embeddings(tiny_pipeline, tiny_setup, tmp_
   config.matching.centre_embeddings = True
   summary = stages.match(config, tmp_path, benchmark)
   assert summary["centre_embeddings"] is True
-  ms, rgb = matcher_training.embed_splits(config, tmp_path, benchmark)
+  ms, rgb = matcher_training.embed_splits(config, tmp_path / "matcher", benchmark)
   expected = np.asarray(matching.nearest_teacher(
       matching.centre_per_class(rgb.outputs["embedding"], rgb.labels),
       matching.centre_per_class(ms.outputs["embedding"], ms.labels), rgb.labels, ms.labels))[:, 0]
@@ -174,7 +175,7 @@ def test_confusable_pair_analysis_counts_errors_inside_pairs():
   confusion = np.array([[6, 3, 1],    # class 0: 3 taken for its pair partner, 1 elsewhere
                         [2, 8, 0],    # class 1: 2 taken for its partner
                         [0, 4, 6]])   # class 2: 4 taken for class 1 (not a pair error)
-  analysis = stages.confusable_pair_analysis(((0, 1),), confusion)
+  analysis = confusable_pair_analysis(((0, 1),), confusion)
   assert analysis["pair_class_oa"] == pytest.approx(14 / 20)
   assert analysis["other_class_oa"] == pytest.approx(6 / 10)
   assert analysis["within_pair_error_share"] == pytest.approx(5 / 10)
@@ -187,7 +188,9 @@ def test_teacher_is_bit_identical_after_distillation(tiny_pipeline, tiny_setup):
   gallery = Gallery.load(workdir / "gallery" / "gallery.npz")
   # The gallery was computed from this very teacher; distilling again must not touch it.
   before = [np.asarray(x) for x in jax.tree.leaves(teacher.params)]
-  trainer.distill(config, workdir, benchmark, gallery, trainer.DistillRun("kd", True), seed=5)
+  run = Run("kd", True, seed=5)
+  distiller.distill(config, benchmark, gallery, run, rundir=Workdir(workdir).run(run),
+                    pairs_path=Workdir(workdir).pairs)
   _, after_state = classifier.load_trained(config, workdir / "teacher", "teacher", benchmark)
   for a, b in zip(before, jax.tree.leaves(after_state.params)):
     np.testing.assert_array_equal(a, np.asarray(b))
@@ -197,11 +200,11 @@ def test_no_gradient_reaches_the_teacher_outputs():
   """The teacher is frozen by construction: the loss is constant in the gallery."""
   config = config_base.validate_config(tiny_config())
   config.distill.sinkhorn_iterations = 5
-  run = trainer.DistillRun("kd", True)
+  run = Run("kd", True)
   gallery = random_gallery("shufflenet_v2_x0_5")
   modeldef, params, model_state = split_model(
-      trainer.create_distiller(config, run, FakeBenchmark, gallery, seed=0))
-  options = trainer.step_options(config, run, steps_per_epoch=3)
+      distiller.create_distiller(config, run, FakeBenchmark, gallery, seed=0))
+  options = distiller.step_options(config, run, steps_per_epoch=3)
   batch = random_batch()
 
   def loss_of_gallery(logits, pooled, tokens):

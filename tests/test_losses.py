@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from sembridge_jax.distill import losses
+from sembridge_jax.distill import losses, methods
 
 B, K, D = 6, 5, 7
 
@@ -199,12 +199,12 @@ def _inputs(batch, **overrides):
                 teacher_features=jnp.asarray(batch["ft"]), labels=jnp.asarray(batch["y"]),
                 epoch=jnp.asarray(2.0))
   values.update(overrides)
-  return losses.DistillInputs(**values)
+  return methods.DistillInputs(**values)
 
 
-@pytest.mark.parametrize("name", sorted(losses.DISTILL_METHODS))
+@pytest.mark.parametrize("name", sorted(methods.DISTILL_METHODS))
 def test_registry_methods_are_jittable_with_finite_gradients(batch, name):
-  method = losses.get_method(name)
+  method = methods.get_method(name)
   state = method.make_state(nnx.Rngs(0)) if method.make_state else None
   # Duplicate rows: zero distances must not produce NaN gradients.
   features = jnp.asarray(batch["fs"]).at[1].set(batch["fs"][0])
@@ -228,23 +228,23 @@ def test_registry_methods_are_jittable_with_finite_gradients(batch, name):
 
 def test_registry_matches_the_plain_functions(batch):
   inputs = _inputs(batch)
-  np.testing.assert_allclose(losses.get_method("kd").loss(inputs),
+  np.testing.assert_allclose(methods.get_method("kd").loss(inputs),
                              losses.kd(inputs.student_logits, inputs.teacher_logits))
   np.testing.assert_allclose(
-      losses.get_method("dkd").loss(inputs),
+      methods.get_method("dkd").loss(inputs),
       3 / 20 * losses.dkd(inputs.student_logits, inputs.teacher_logits, inputs.labels),
       rtol=1e-6)
 
 
 def test_registry_rejects_unknown_names_and_missing_inputs(batch):
   with pytest.raises(ValueError) as error:
-    losses.get_method("fitnet")
+    methods.get_method("fitnet")
   for name in ("kd", "logits", "rkd", "dkd", "lskd", "ctkd", "distilvpr"):
     assert repr(name) in str(error.value)
   with pytest.raises(ValueError, match="labels"):
-    losses.get_method("dkd").loss(_inputs(batch, labels=None))
+    methods.get_method("dkd").loss(_inputs(batch, labels=None))
   with pytest.raises(ValueError, match="CTKDTemperature"):
-    losses.get_method("ctkd").loss(_inputs(batch), None)
+    methods.get_method("ctkd").loss(_inputs(batch), None)
 
 
 def test_teacher_receives_no_gradient(batch):

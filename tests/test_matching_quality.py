@@ -1,9 +1,10 @@
-"""The synthetic benchmark's ground truth for SFM (`stages.synthetic_match_quality`)."""
+"""The synthetic benchmark's ground truth for SFM (`analysis.synthetic_ground_truth.synthetic_match_quality`)."""
 
 import numpy as np
 from conftest import shipped_config
 
 from sembridge_jax import config_base, data, stages
+from sembridge_jax.analysis.synthetic_ground_truth import synthetic_match_quality
 from sembridge_jax.data import synthetic
 
 
@@ -39,9 +40,9 @@ def test_relative_distance_rewards_look_alikes_and_not_hubs(tiny_setup):
   # Shuffling the students must not change anything (ids, not positions, are matched).
   order = rng.permutation(len(student_ids))
 
-  good = stages.synthetic_match_quality(config, benchmark, student_ids, oracle, random_pairs)
-  hubbed = stages.synthetic_match_quality(config, benchmark, student_ids, hub, random_pairs)
-  shuffled = stages.synthetic_match_quality(config, benchmark, student_ids[order], oracle[order],
+  good = synthetic_match_quality(config, benchmark, student_ids, oracle, random_pairs)
+  hubbed = synthetic_match_quality(config, benchmark, student_ids, hub, random_pairs)
+  shuffled = synthetic_match_quality(config, benchmark, student_ids[order], oracle[order],
                                             random_pairs[order])
   assert good["matched_relative_feature_distance"] < 0.5 * good["random_relative_feature_distance"]
   # The raw distance is fooled by the hub, the relative one is not.
@@ -61,7 +62,7 @@ def test_the_default_matcher_pairs_look_alikes_better_than_random_pairs(tmp_path
   configs/synthetic.py as it is (the default benchmark, 960 MS and 960 RGB train images)
   pair each student with a teacher whose scene is more alike, relative to each region's
   class mean, than a random same-class teacher is. Over matcher seeds 0-3 the ratio was
-  0.69-0.86 (seed 0, the one tested: 0.75; README "SFM itself")."""
+  0.69-0.86 (seed 0, the one tested: 0.75; docs/matcher_study.md)."""
   config = shipped_config("synthetic")
   config.progress = False
   config.data.data_dir = str(tmp_path / "tfds")

@@ -15,7 +15,7 @@ import re
 import pytest
 
 from conftest import REPO
-from sembridge_jax.viz import example_workdir
+from sembridge_jax.analysis import example_workdir
 
 NOTEBOOK = REPO / "notebooks" / "transport_plans.ipynb"
 

@@ -13,7 +13,8 @@ import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
-from sembridge_jax import transport_cost, viz
+from sembridge_jax import viz
+from sembridge_jax.analysis import transport_cost
 from sembridge_jax.alignment import sinkhorn_alignment
 
 CLASS_NAMES = ("forest", "river", "urban")

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
+import shutil
 from typing import Any, Mapping
 
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sembridge_jax.data import records, specs, synthetic
+from sembridge_jax.data import eurosat, layout, records, specs, synthetic
 from sembridge_jax.data.layout import BandStats
 
 SPLITS = ("ms_train", "ms_test", "rgb_train", "rgb_test")
@@ -45,6 +47,8 @@ def default_data_config(name: str = specs.SYNTHETIC) -> ml_collections.ConfigDic
   c.rgb_size = spec.rgb_size or 128
   c.rgb_bands = tuple(spec.true_colour_bands)
   c.augment = False
+  c.rebuild = False       # True: delete and rebuild the dataset in data_dir (new files)
+  c.split_by = "scene"    # eurosat_asym: "scene" or "region" (disjoint UTM zones)
   c.synthetic = ml_collections.ConfigDict(dataclasses.asdict(defaults))
   return c
 
@@ -73,7 +77,8 @@ def make_builder(data_config: Mapping[str, Any] | ml_collections.ConfigDict,
   config = builder_lib.make_config(
       name, split_seed=int(data_config.get("split_seed", 0)),
       archive_url=str(data_config.get("download_url", "") or ""),
-      synthetic_params=synthetic_parameters(data_config) if name == specs.SYNTHETIC else None)
+      synthetic_params=synthetic_parameters(data_config) if name == specs.SYNTHETIC else None,
+      split_by=str(data_config.get("split_by", "scene")))
   registered = builder_lib.Builder.builder_configs.get(config.name)
   if registered is not None:
     # TFDS refuses a custom config named like a registered one: use the registered one
@@ -150,27 +155,79 @@ class Benchmark:
 
 
 def _build(builder: tfds.core.DatasetBuilder, data_config) -> None:
+  """Builds the dataset unless it is built from the configured files. A dataset built
+  from another ``manual_dir`` (or from files changed since) is refused, or, with
+  ``data.rebuild=True``, deleted and built again: the flag only acts on a mismatch, so
+  leaving it on does not rebuild every stage."""
   manual_dir = data_config.get("manual_dir", "") or None
+  if builder.is_prepared():
+    mismatch = source_mismatch(dict(builder.info.metadata), data_config, builder.data_dir)
+    if mismatch and not data_config.get("rebuild", False):
+      raise ValueError(mismatch)
+    if mismatch:
+      shutil.rmtree(builder.data_dir)
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+def _resolved(path) -> str:
+  return str(pathlib.Path(path).expanduser().resolve())
+
+
+def source_mismatch(metadata: Mapping[str, Any], data_config, data_dir) -> str | None:
+  """Why the dataset in ``data_dir`` does not come from the configured ``manual_dir``
+  (another folder, or files changed since), or None. Nothing to compare (a generated or
+  downloaded dataset, no manual_dir given, or the folder since removed) is no mismatch."""
+  source, manual_dir = metadata.get("source", {}), data_config.get("manual_dir", "")
+  if source.get("kind") != "manual_dir" or not manual_dir:
+    return None
+  directory = pathlib.Path(manual_dir).expanduser()
+  if not directory.is_dir():
+    return None  # The files are gone; the built dataset is what is left of them.
+  spec = specs.get_spec(data_config["name"])
+  now, before = {"location": _resolved(directory)}, {"location": _resolved(source["location"])}
+  if source.get("fingerprint") is not None:  # Built before fingerprints were recorded: no.
+    paths = (eurosat.source_paths(directory) if spec.name == specs.EUROSAT_ASYM
+             else layout.source_paths(layout.locate_root(directory, spec)))
+    now["fingerprint"], before["fingerprint"] = layout.fingerprint(*paths), source["fingerprint"]
+  if now == before:
+    return None
+  return (f"the dataset in {data_dir} was built from {before['location']} "
+          f"({before.get('fingerprint')}); data.manual_dir is now {now['location']} "
+          f"({now.get('fingerprint')}): rebuild it with --config.data.rebuild=True, or give a "
+          "new --config.data.data_dir")
 
 
 def load_benchmark(data_config: Mapping[str, Any] | ml_collections.ConfigDict, *,
                    data_dir: str | os.PathLike) -> Benchmark:
   """Builds the dataset into ``data_dir`` if needed (idempotent) and opens it.
 
-  On several hosts, process 0 builds first and the others wait for it, then open (or, if
-  ``data_dir`` is not shared, build the identical dataset themselves).
+  On several hosts, process 0 builds (or refuses a dataset built from other files) while
+  the others wait; they then open it (or, if ``data_dir`` is not shared, build the
+  identical dataset themselves).
   """
   import jax
 
   builder = make_builder(data_config, data_dir)
   if jax.process_count() > 1:
+    # Process 0 decides; the others wait, learn its outcome, then open a fresh builder
+    # (one made before the build holds empty metadata).
     from jax.experimental import multihost_utils
+    refusal = None
     if jax.process_index() == 0:
-      _build(builder, data_config)
-    multihost_utils.sync_global_devices("sembridge_jax.data.load_benchmark")
-  _build(builder, data_config)
+      try:
+        _build(builder, data_config)
+      except ValueError as error:  # Every process must still reach the broadcast.
+        refusal = error
+    if multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)):
+      raise refusal or ValueError("process 0 refused the dataset (its error says why)")
+    if jax.process_index() != 0:
+      builder = make_builder(data_config, data_dir)
+      if not builder.is_prepared():
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=data_config.get("manual_dir", "") or None))
+  else:
+    _build(builder, data_config)
   metadata = dict(builder.info.metadata)
   stats = metadata["ms_band_stats"]
   ms_size, rgb_size = metadata["ms_size"], metadata["rgb_size"]

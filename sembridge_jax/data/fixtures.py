@@ -25,13 +25,13 @@ def fake_ms_image(rng: np.random.Generator, size: int, bands: int) -> np.ndarray
   return (base + rng.integers(0, BAND_VALUE_STEP, (size, size, bands))).astype(np.uint16)
 
 
-def write_geotiff(path: pathlib.Path, pixels: np.ndarray) -> None:
-  """Writes (H, W, C) ``pixels`` as a georeferenced GeoTIFF (UTM 32N, 10 m pixels)."""
+def write_geotiff(path: pathlib.Path, pixels: np.ndarray, epsg: int = 32632) -> None:
+  """Writes (H, W, C) ``pixels`` as a georeferenced GeoTIFF (default UTM 32N, 10 m pixels)."""
   import rasterio
   from affine import Affine
   height, width, bands = pixels.shape
   with rasterio.open(path, "w", driver="GTiff", height=height, width=width, count=bands,
-                     dtype=pixels.dtype.name, crs="EPSG:32632",
+                     dtype=pixels.dtype.name, crs=f"EPSG:{epsg}",
                      transform=Affine(10.0, 0.0, 500_000.0, 0.0, -10.0, 5_000_000.0)) as dst:
     dst.write(np.moveaxis(pixels, -1, 0))
 
@@ -72,3 +72,26 @@ def write_fake_root(directory: str | pathlib.Path, name: str, *, files_per_class
       rgb = rng.integers(0, 256, (rgb_size, rgb_size, 3), dtype=np.uint8)
       (root / "RGB" / class_name / f"{class_name}_{i}.jpg").write_bytes(jpeg_bytes(rgb))
   return root
+
+
+def write_fake_eurosat(directory: str | pathlib.Path, *, scenes_per_class: int = 6,
+                       zones: tuple[int, ...] = (31, 32, 33), seed: int = 0
+                       ) -> tuple[pathlib.Path, pathlib.Path]:
+  """EuroSAT's release layout: ``EuroSAT_MS/<Class>/<Class>_<n>.tif`` (13 bands, uint16,
+  64 x 64, scene n of a class in UTM zone ``zones[(n + label) % len(zones)]`` north) and
+  the same-named ``EuroSAT_RGB/<Class>/<Class>_<n>.jpg``. Returns the two folders."""
+  from sembridge_jax.data import eurosat
+  spec = specs.get_spec(specs.EUROSAT_ASYM)
+  rng = np.random.default_rng(seed)
+  directory = pathlib.Path(directory)
+  ms_root, rgb_root = directory / eurosat.MS_FOLDER, directory / eurosat.RGB_FOLDER
+  for label, name in enumerate(spec.class_names):
+    (ms_root / name).mkdir(parents=True, exist_ok=True)
+    (rgb_root / name).mkdir(parents=True, exist_ok=True)
+    for n in range(1, scenes_per_class + 1):
+      zone = zones[(n + label) % len(zones)]
+      write_geotiff(ms_root / name / f"{name}_{n}.tif",
+                    fake_ms_image(rng, spec.ms_size, spec.ms_source_bands), epsg=32600 + zone)
+      pixels = rng.integers(0, 256, (spec.rgb_size, spec.rgb_size, 3), dtype=np.uint8)
+      (rgb_root / name / f"{name}_{n}.jpg").write_bytes(jpeg_bytes(pixels))
+  return ms_root, rgb_root

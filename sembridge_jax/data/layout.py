@@ -70,6 +70,29 @@ def has_modalities(directory: pathlib.Path) -> bool:
   return all((directory / m).is_dir() for m in MODALITIES)
 
 
+def fingerprint(*paths: str | os.PathLike) -> dict[str, int]:
+  """A cheap identity of a dataset's source files (folders walked, files taken as they
+  are): how many files, their total size and the newest modification time (whole
+  seconds). Reading every file would be exact and slow; this catches another folder,
+  added, removed or rewritten files."""
+  count = size = newest = 0
+  for path in map(pathlib.Path, paths):
+    walked = os.walk(path) if path.is_dir() else [(str(path.parent), [], [path.name])]
+    for folder, subfolders, names in walked:
+      subfolders[:] = [d for d in subfolders if not _is_ignored(d)]
+      for name in names:
+        if _is_ignored(name):  # What `scan` ignores cannot change the dataset.
+          continue
+        stat = os.stat(os.path.join(folder, name))
+        count, size, newest = count + 1, size + stat.st_size, max(newest, int(stat.st_mtime))
+  return {"file_count": count, "total_bytes": size, "newest_mtime": newest}
+
+
+def source_paths(root: pathlib.Path) -> tuple[pathlib.Path, ...]:
+  """What `fingerprint` reads of a dataset root."""
+  return tuple(root / modality for modality in MODALITIES)
+
+
 def locate_root(directory: str | os.PathLike, spec: DatasetSpec) -> pathlib.Path:
   """The dataset root inside ``directory``: itself, ``directory/<root_name>``, or its only
   sub-folder (an extracted archive), whichever holds ``MS/`` and ``RGB/``."""

@@ -65,8 +65,9 @@ DATASETS: dict[str, DatasetSpec] = {
             class_names=("SeaLake", "River", "Residential", "PermanentCrop", "Pasture",
                          "Industrial", "Highway", "HerbaceousVegetation", "Forest", "AnnualCrop"),
             ms_format="geotiff", ms_source_bands=13,
-            # Sentinel-2 B1..B7, B10, B11, B12 (as the authors' loader): stored band k is
-            # source band ms_band_selection[k]; true colour B4, B3, B2 -> stored 3, 2, 1.
+            # 1-based source bands 1-7, 10, 11, 12 (as the authors' loader). In EuroSAT's
+            # band order (B01-B08, B08A, B09-B12) that is B01-B07, B09, B10, B11. Stored band
+            # k is source band ms_band_selection[k]; true colour B04, B03, B02 -> stored 3, 2, 1.
             ms_band_selection=(1, 2, 3, 4, 5, 6, 7, 10, 11, 12), ms_size=64, rgb_size=64,
             true_colour_bands=(3, 2, 1),
             description="Sentinel-2 MS (EuroSAT, Europe) -> RGB (another region), 10 classes."),
@@ -92,8 +93,18 @@ DATASETS: dict[str, DatasetSpec] = {
             description="10-band MS (.mat, global) -> RGB, 15 classes."),
     )
 }
+# The public EuroSAT archives, cut into disjoint MS and RGB scenes (or regions): see
+# sembridge_jax.data.eurosat. Same vocabulary and band selection as S2S_EU.
+EUROSAT_ASYM = "eurosat_asym"
+EUROSAT_SPEC = dataclasses.replace(
+    DATASETS["s2s_eu"], name=EUROSAT_ASYM, root_name="EuroSAT",
+    class_names=("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial",
+                 "Pasture", "PermanentCrop", "Residential", "River", "SeaLake"),
+    description="EuroSAT MS and RGB archives, disjoint scenes (or UTM zones) per modality, "
+                "10 classes.")
+
 SYNTHETIC = "synthetic"
-DATASET_NAMES = (*DATASETS, SYNTHETIC)
+DATASET_NAMES = (*DATASETS, EUROSAT_ASYM, SYNTHETIC)
 
 
 def synthetic_spec(params: synthetic.SyntheticParameters) -> DatasetSpec:
@@ -112,6 +123,8 @@ def get_spec(name: str, synthetic_params: synthetic.SyntheticParameters | None =
   """The spec registered under ``name`` (``synthetic`` is built from its parameters)."""
   if name == SYNTHETIC:
     return synthetic_spec(synthetic_params or synthetic.SyntheticParameters())
+  if name == EUROSAT_ASYM:
+    return EUROSAT_SPEC
   if name not in DATASETS:
     raise ValueError(f"dataset name={name!r} is unknown; allowed: {list(DATASET_NAMES)}")
   return DATASETS[name]

@@ -17,6 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sembridge_jax import sharding
+from sembridge_jax.train import classifier, inference
+
 
 class Gallery(NamedTuple):
   ids: np.ndarray | jax.Array      # (Ng,) int32, ascending
@@ -59,14 +62,8 @@ class Gallery(NamedTuple):
       return cls(**{k: f[k] for k in cls._fields})
 
 
-def gallery_path(workdir: pathlib.Path) -> pathlib.Path:
-  return workdir / "gallery" / "gallery.npz"
-
-
 def build_gallery(config, teacher_dir: pathlib.Path, benchmark, path: pathlib.Path) -> Gallery:
   """Runs the trained teacher in ``teacher_dir`` once over ``ms_train``; saves to ``path``."""
-  from sembridge_jax.train import classifier, inference, sharding
-
   if path.exists():
     return Gallery.load(path)
   modeldef, state = classifier.load_trained(config, teacher_dir, "teacher", benchmark)

@@ -1,4 +1,4 @@
-"""The SemBridge distillation step: one jitted, data-parallel function per step.
+"""The SemBridge distillation loss, as a loss function of the one trainer.
 
 ``L = w_ce * CE(student) + w_kd * D(student, teacher) + w_align * ALIGN``
 
@@ -20,15 +20,14 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from sembridge_jax import matching
 from sembridge_jax.alignment import AlignmentHead
-from sembridge_jax.distill import losses
+from sembridge_jax.distill import methods
 from sembridge_jax.distill.gallery import Gallery
-from sembridge_jax.train import sharding
-from sembridge_jax.train.state import ModelDef, TrainState, masked_cross_entropy, model_state_after
+from sembridge_jax.train.state import masked_cross_entropy
+from sembridge_jax.train.trainer import LossFn, StepContext
 
 
 class Distiller(nnx.Module):
@@ -67,7 +66,7 @@ def gather_teachers(gallery: Gallery, rows: jax.Array) -> tuple[jax.Array, dict,
 def distillation_loss(model: Distiller, batch: dict[str, jax.Array], gallery: Gallery,
                       epoch: jax.Array, options: StepOptions) -> tuple[jax.Array, dict]:
   """The loss of one batch and its terms (for logging)."""
-  method = losses.get_method(options.method)
+  method = methods.get_method(options.method)
   student_logits, student_features = model.student(batch["image"])
   if options.select_in_step:
     rows = matching.select_teacher_by_kl(
@@ -78,7 +77,7 @@ def distillation_loss(model: Distiller, batch: dict[str, jax.Array], gallery: Ga
   teacher_logits, teacher_features, teacher_labels = gather_teachers(gallery, rows)
 
   ce = masked_cross_entropy(student_logits, batch["label"], batch["mask"])
-  distill = method.loss(losses.DistillInputs(
+  distill = method.loss(methods.DistillInputs(
       student_logits=student_logits, teacher_logits=teacher_logits,
       student_features=student_features["pooled"], teacher_features=teacher_features["pooled"],
       labels=batch["label"], epoch=epoch), model.method_state)
@@ -98,29 +97,16 @@ def distillation_loss(model: Distiller, batch: dict[str, jax.Array], gallery: Ga
   return loss, terms
 
 
-def make_train_step(modeldef: ModelDef, tx: optax.GradientTransformation,
-                    mesh: jax.sharding.Mesh, options: StepOptions):
-  """``train_step(state, batch, gallery) -> (state, metrics)``, jitted.
+def make_distillation_loss(options: StepOptions) -> LossFn:
+  """``loss_fn(model, batch, context)`` for `sembridge_jax.train.trainer`: the gallery
+  is the step's constant (replicated on every device), the epoch (fractional, for the
+  methods' warm-ups) follows from the step count."""
 
-  State is replicated, the batch sharded over the mesh's data axis, the gallery
-  replicated; XLA inserts the cross-device reductions (the batch mean, BatchNorm
-  statistics, the Sinkhorn problem over the global batch), so N devices compute what
-  one device would on the whole batch.
-  """
+  def loss_fn(model: Distiller, batch: dict[str, jax.Array], context: StepContext):
+    epoch = context.step.astype(jnp.float32) / options.steps_per_epoch
+    return distillation_loss(model, batch, context.constants, epoch, options)
 
-  def train_step(state: TrainState, batch: dict[str, jax.Array], gallery: Gallery):
-    epoch = state.step.astype(jnp.float32) / options.steps_per_epoch
-
-    def loss_fn(params):
-      model = modeldef.merge(params, state.model_state, training=True)
-      loss, terms = distillation_loss(model, batch, gallery, epoch, options)
-      return loss, (terms, model_state_after(model))
-
-    (_, (terms, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads, tx, model_state), terms
-
-  replicated = sharding.replicated(mesh)
-  return jax.jit(train_step, out_shardings=(replicated, replicated), donate_argnums=0)
+  return loss_fn
 
 
 def student_logits(model: Distiller, images: jax.Array) -> jax.Array:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from sembridge_jax.train.sharding import make_mesh
+from sembridge_jax.sharding import make_mesh
 
 # No teacher (a class with fewer than k teachers, or a student without a class
 # match in `select_*` functions that cannot raise inside `jit`).

@@ -49,6 +49,15 @@ class KDTargetSpread(NamedTuple):
             "per_class": {str(k): float(v) for k, v in zip(self.labels.tolist(), self.per_class)},
             "temperature": self.temperature}
 
+  @classmethod
+  def from_dict(cls, saved: dict) -> "KDTargetSpread":
+    """The inverse of `as_dict` (e.g. read back from results.json)."""
+    labels = np.asarray([int(k) for k in saved["per_class"]])
+    return cls(within_class=float(saved["within_class"]),
+               between_class=float(saved["between_class"]),
+               per_class=np.asarray(list(saved["per_class"].values()), np.float64),
+               labels=labels, temperature=float(saved["temperature"]))
+
 
 def _softmax(logits: np.ndarray, temperature: float) -> np.ndarray:
   z = logits / temperature

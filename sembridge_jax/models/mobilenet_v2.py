@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sembridge_jax.models import initializers
-from sembridge_jax.models.blocks import ConvBN
+from sembridge_jax.models.blocks import ConvBN, layer_options
 from sembridge_jax.models.conv import ConvImpl
 from sembridge_jax.models.outputs import ModelOutput, global_average_pool, model_output
 from sembridge_jax.models.registry import register_model
@@ -65,13 +65,9 @@ class InvertedResidual(nnx.Module):
     param_dtype: jnp.dtype,
     rngs: nnx.Rngs,
   ):
-    common = dict(
-      kernel_init=initializers.kaiming_normal_fan_out,
-      conv_impl=conv_impl,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
-    )
+    common = layer_options(
+      kernel_init=initializers.kaiming_normal_fan_out, conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype,
+      rngs=rngs)
     hidden = int(round(in_features * expansion))
     self.expand = (
       ConvBN(in_features, hidden, 1, activation=nnx.relu6, **common)
@@ -103,13 +99,9 @@ class MobileNetV2(nnx.Module):
     param_dtype: jnp.dtype = jnp.float32,
     conv_impl: ConvImpl = "auto",
   ):
-    common = dict(
-      kernel_init=initializers.kaiming_normal_fan_out,
-      conv_impl=conv_impl,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
-    )
+    common = layer_options(
+      kernel_init=initializers.kaiming_normal_fan_out, conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype,
+      rngs=rngs)
     self.stem = ConvBN(in_channels, STEM_WIDTH, 3, strides=2, activation=nnx.relu6, **common)
     blocks = []
     in_features = STEM_WIDTH

@@ -20,10 +20,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sembridge_jax.models import initializers
-from sembridge_jax.models.blocks import ConvBN
+from sembridge_jax.models.blocks import ConvBN, layer_options, stem_with_max_pool
 from sembridge_jax.models.conv import ConvImpl
 from sembridge_jax.models.outputs import ModelOutput, global_average_pool, model_output
-from sembridge_jax.models.pooling import MaxPool
 from sembridge_jax.models.registry import register_model
 
 EMBED_DIM = 512
@@ -44,13 +43,9 @@ class BasicBlock(nnx.Module):
     param_dtype: jnp.dtype,
     rngs: nnx.Rngs,
   ):
-    common = dict(
-      kernel_init=initializers.kaiming_normal_fan_out,
-      conv_impl=conv_impl,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
-    )
+    common = layer_options(
+      kernel_init=initializers.kaiming_normal_fan_out, conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype,
+      rngs=rngs)
     self.conv1 = ConvBN(
       in_features, out_features, 3, strides=strides, activation=nnx.relu, **common
     )
@@ -84,17 +79,9 @@ class ResNet(nnx.Module):
       raise ValueError(
         f"stage_sizes must have {len(STAGE_WIDTHS)} entries, got {tuple(stage_sizes)}."
       )
-    common = dict(conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.stem = ConvBN(
-      in_channels,
-      STAGE_WIDTHS[0],
-      7,
-      strides=2,
-      activation=nnx.relu,
-      kernel_init=initializers.kaiming_normal_fan_out,
-      **common,
-    )
-    self.pool = MaxPool(3, strides=2, padding=1, conv_impl=conv_impl)
+    common = layer_options(conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.stem, self.pool = stem_with_max_pool(in_channels, STAGE_WIDTHS[0], 7,
+                                              kernel_init=initializers.kaiming_normal_fan_out, **common)
     blocks = []
     in_features = STAGE_WIDTHS[0]
     for stage, (size, width) in enumerate(zip(stage_sizes, STAGE_WIDTHS)):

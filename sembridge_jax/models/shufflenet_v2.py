@@ -27,10 +27,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from sembridge_jax.models import initializers
-from sembridge_jax.models.blocks import ConvBN
+from sembridge_jax.models.blocks import ConvBN, layer_options, stem_with_max_pool
 from sembridge_jax.models.conv import ConvImpl
 from sembridge_jax.models.outputs import ModelOutput, global_average_pool, model_output
-from sembridge_jax.models.pooling import MaxPool
 from sembridge_jax.models.registry import register_model
 
 EMBED_DIM = 512  # Output width of the projection.
@@ -67,13 +66,9 @@ class ShuffleUnit(nnx.Module):
         "a stride-1 ShuffleNet unit keeps its width: in_features "
         f"({in_features}) must equal out_features ({out_features})."
       )
-    common = dict(
-      kernel_init=initializers.torch_default_kernel,
-      conv_impl=conv_impl,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      rngs=rngs,
-    )
+    common = layer_options(
+      kernel_init=initializers.torch_default_kernel, conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype,
+      rngs=rngs)
     self.strides = strides
     if strides > 1:
       self.branch1 = nnx.Sequential(
@@ -117,17 +112,9 @@ class ShuffleNetV2(nnx.Module):
     param_dtype: jnp.dtype = jnp.float32,
     conv_impl: ConvImpl = "auto",
   ):
-    common = dict(conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
-    self.stem = ConvBN(
-      in_channels,
-      STAGE_WIDTHS[0],
-      3,
-      strides=2,
-      activation=nnx.relu,
-      kernel_init=initializers.torch_default_kernel,
-      **common,
-    )
-    self.pool = MaxPool(3, strides=2, padding=1, conv_impl=conv_impl)
+    common = layer_options(conv_impl=conv_impl, dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.stem, self.pool = stem_with_max_pool(in_channels, STAGE_WIDTHS[0], 3,
+                                              kernel_init=initializers.torch_default_kernel, **common)
     units = []
     in_features = STAGE_WIDTHS[0]
     for repeats, width in zip(STAGE_REPEATS, STAGE_WIDTHS[1:-1]):

@@ -10,13 +10,11 @@ from __future__ import annotations
 from typing import Any, Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from flax import nnx
 
 from sembridge_jax import data as data_lib
-from sembridge_jax.train import sharding
+from sembridge_jax import sharding
 from sembridge_jax.train.state import ModelDef
 
 

@@ -15,16 +15,14 @@ import pathlib
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from flax import nnx
 
 from sembridge_jax import data as data_lib
-from sembridge_jax import matching
-from sembridge_jax.train import checkpointing, classifier, loop, metrics as metrics_lib, optimizers, sharding
-from sembridge_jax.train.state import ModelDef, TrainState, model_state_after, split_model
+from sembridge_jax import matching, sharding, workdir as workdir_lib
+from sembridge_jax.train import checkpointing, classifier, inference, optimizers, trainer
+from sembridge_jax.train.state import ModelDef, TrainState
 
 
 def create_matcher(config: ml_collections.ConfigDict, benchmark: data_lib.Benchmark, seed: int
@@ -36,30 +34,57 @@ def create_matcher(config: ml_collections.ConfigDict, benchmark: data_lib.Benchm
                           rngs=nnx.Rngs(seed + 2))
 
 
-def make_steps(modeldef: ModelDef, tx: optax.GradientTransformation, temperature: float,
-               mesh: jax.sharding.Mesh, *, detach_targets: bool = True, normalize: bool = True,
-               soft_target_weight: float = 0.5):
-  """Jitted train and validation steps of the matcher."""
+def make_matcher_loss(hparams: ml_collections.ConfigDict) -> trainer.LossFn:
+  """`matching.matcher_loss` of the MS images and their own renderings (no labels)."""
 
-  def loss_of(model, batch):
+  def loss_fn(model, batch, context):
+    del context
     e_ms, e_rgb = model(batch["image"], batch["rgb_rendering"])
-    return matching.matcher_loss(e_rgb, e_ms, temperature, detach_targets=detach_targets,
-                                 normalize=normalize, soft_target_weight=soft_target_weight)
+    return matching.matcher_loss(
+        e_rgb, e_ms, hparams.temperature, detach_targets=hparams.detach_targets,
+        normalize=hparams.normalize_embeddings,
+        soft_target_weight=hparams.soft_target_weight), {}
 
-  def train_step(state: TrainState, batch):
-    def loss_fn(params):
-      model = modeldef.merge(params, state.model_state, training=True)
-      return loss_of(model, batch), model_state_after(model)
+  return loss_fn
 
-    (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    return state.apply_gradients(grads, tx, model_state), {"loss": loss}
 
-  def eval_step(state: TrainState, batch):
-    return loss_of(modeldef.merge(state.params, state.model_state, training=False), batch)
+def validation_evaluator(config: ml_collections.ConfigDict, benchmark: data_lib.Benchmark,
+                         loss_fn: trainer.LossFn):
+  """``make_evaluate`` of the matcher: the loss on fixed, full held-out batches (the
+  contrastive loss depends on the batch), and the current learning rate."""
+  hparams = config.matcher
+  loader_options = rendering_options(config)
 
-  replicated = sharding.replicated(mesh)
-  return (jax.jit(train_step, out_shardings=(replicated, replicated), donate_argnums=0),
-          jax.jit(eval_step, out_shardings=replicated))
+  def make_evaluate(modeldef: ModelDef, mesh: jax.sharding.Mesh):
+    num_devices = mesh.devices.size
+    held_out = len(benchmark.sources["ms_test"])
+    # Smaller than the training batch if the held-out split is small.
+    val_batch = min(hparams.batch_size, held_out // num_devices * num_devices)
+    if val_batch < 2:
+      raise ValueError("the held-out MS split is too small to validate the matcher "
+                       f"({held_out} images for {num_devices} devices)")
+    eval_step = jax.jit(
+        lambda state, batch: loss_fn(modeldef.merge(state.params, state.model_state,
+                                                    training=False), batch, None)[0],
+        out_shardings=sharding.replicated(mesh))
+
+    def evaluate(state: TrainState) -> dict[str, float]:
+      losses = [float(eval_step(state, sharding.put_batch(batch, mesh)))
+                for batch in data_lib.make_loader(
+                    benchmark, "ms_test", batch_size=sharding.check_batch_size(val_batch, mesh),
+                    seed=0, shuffle=False, num_epochs=1, drop_remainder=True,
+                    normalization=config.data.normalization, **loader_options)]
+      return {"val_loss": float(np.mean(losses)),
+              "learning_rate": optimizers.get_learning_rate(state.opt_state)}
+
+    return evaluate
+
+  return make_evaluate
+
+
+def rendering_options(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Loader options that add each MS image's own RGB rendering to the batch."""
+  return {"with_rgb_rendering": True, "rendering_gamma": config.matcher.rendering_gamma}
 
 
 class Plateau:
@@ -93,86 +118,45 @@ class Plateau:
     self.best, self.bad_epochs = float(saved["best"]), int(saved["bad_epochs"])
 
 
-def train_matcher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+def train_matcher(config: ml_collections.ConfigDict, rundir: pathlib.Path,
                   benchmark: data_lib.Benchmark, *, stop_after_steps: int | None = None
                   ) -> dict[str, Any]:
+  """Trains the matcher in ``rundir``; the best checkpoint is the lowest validation loss."""
   hparams = config.matcher
-  mesh = sharding.make_mesh()
-  modeldef, params, model_state = split_model(create_matcher(config, benchmark, config.seed))
-  tx = optimizers.make_optimizer(hparams.optimizer)
-  state = sharding.put_replicated(TrainState.create(params, model_state, tx), mesh)
-  train_step, eval_step = make_steps(modeldef, tx, hparams.temperature, mesh,
-                                     detach_targets=hparams.detach_targets,
-                                     normalize=hparams.normalize_embeddings,
-                                     soft_target_weight=hparams.soft_target_weight)
-  loader_kwargs = dict(normalization=config.data.normalization, with_rgb_rendering=True,
-                       rendering_gamma=config.matcher.rendering_gamma)
-  per_host_batch = sharding.check_batch_size(hparams.batch_size, mesh)
-  iterator = iter(data_lib.make_loader(
-      benchmark, "ms_train", batch_size=per_host_batch, seed=config.seed, shuffle=True,
-      num_epochs=hparams.epochs, drop_remainder=True,
-      augment=bool(hparams.augment_rendering), colour_jitter=hparams.rendering_colour_jitter,
-      random_camera=bool(hparams.rendering_random_camera),
-      **loader_kwargs))
-
-  # The contrastive loss depends on the batch: validate on fixed, full batches (smaller
-  # than the training batch if the held-out split is small).
-  num_devices = mesh.devices.size
-  val_batch = min(hparams.batch_size, len(benchmark.sources["ms_test"]) // num_devices * num_devices)
-  if val_batch < 2:
-    raise ValueError("the held-out MS split is too small to validate the matcher "
-                     f"({len(benchmark.sources['ms_test'])} images for {num_devices} devices)")
-
-  def validate(current: TrainState) -> dict[str, float]:
-    losses = [float(eval_step(current, sharding.put_batch(batch, mesh)))
-              for batch in data_lib.make_loader(
-                  benchmark, "ms_test", batch_size=sharding.check_batch_size(val_batch, mesh),
-                  seed=0, shuffle=False,
-                  num_epochs=1, drop_remainder=True, **loader_kwargs)]
-    return {"val_loss": float(np.mean(losses)),
-            "learning_rate": optimizers.get_learning_rate(current.opt_state)}
-
   plateau = Plateau(hparams.plateau_patience, hparams.plateau_factor)
-  checkpointer = checkpointing.Checkpointer(workdir / "matcher" / "checkpoints",
-                                            max_to_keep=config.checkpoint.max_to_keep)
-  writer = metrics_lib.MetricWriter(workdir / "matcher", "metrics")
-  try:
-    result = loop.fit(
-        state=state, train_step=train_step, iterator=iterator, evaluate=validate, mesh=mesh,
-        num_epochs=hparams.epochs,
-        steps_per_epoch=classifier.steps_per_epoch(benchmark, "ms_train", hparams.batch_size),
-        global_batch_size=hparams.batch_size, checkpointer=checkpointer, writer=writer,
-        best_metric="val_loss", best_mode="min",
-        checkpoint_every_steps=config.checkpoint.every_steps, desc="matcher",
-        hooks=loop.LoopHooks(on_epoch_end=plateau, get_extras=plateau.get, set_extras=plateau.set),
-        progress=config.progress, stop_after_steps=stop_after_steps)
-  finally:
-    writer.close()
-    checkpointer.close()
-  return {"best_val_loss": result.best["value"], "best_epoch": result.best["epoch"],
-          "seconds": result.seconds}
+  loss_fn = make_matcher_loss(hparams)
+  task = trainer.Task(
+      name="matcher", model=create_matcher(config, benchmark, config.seed), loss_fn=loss_fn,
+      hparams=hparams, split="ms_train",
+      make_evaluate=validation_evaluator(config, benchmark, loss_fn),
+      loader_options=dict(augment=bool(hparams.augment_rendering),
+                          colour_jitter=hparams.rendering_colour_jitter,
+                          random_camera=bool(hparams.rendering_random_camera),
+                          **rendering_options(config)),
+      hooks=trainer.Hooks(on_epoch_end=plateau, get_extras=plateau.get, set_extras=plateau.set),
+      best=trainer.BestRule("val_loss", "min"), scheduled=False, config_key="matcher",
+      suspects=(f"config.matcher.temperature={hparams.temperature}",))
+  trained = trainer.train(task, config, rundir, benchmark, seed=config.seed,
+                          stop_after_steps=stop_after_steps)
+  return {"best_val_loss": trained.best["value"], "best_epoch": trained.best["epoch"],
+          "seconds": trained.seconds}
 
 
-def load_best_matcher(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+def load_best_matcher(config: ml_collections.ConfigDict, rundir: pathlib.Path,
                       benchmark: data_lib.Benchmark) -> tuple[ModelDef, TrainState]:
   mesh = sharding.make_mesh()
-  modeldef, params, model_state = split_model(create_matcher(config, benchmark, config.seed))
-  template = TrainState.create(params, model_state, optimizers.make_optimizer(config.matcher.optimizer))
-  checkpointer = checkpointing.Checkpointer(workdir / "matcher" / "checkpoints")
-  try:
-    restored = checkpointer.restore_best(template)
-  except FileNotFoundError as error:
-    raise FileNotFoundError(f"{error} (`sembridge-jax train-matcher`)") from None
-  finally:
-    checkpointer.close()
+  modeldef, template, _ = trainer.create_train_state(
+      create_matcher(config, benchmark, config.seed), config.matcher.optimizer, mesh)
+  restored = checkpointing.restore(workdir_lib.checkpoints(rundir), template, which="best",
+                                   what="the matcher (`sembridge-jax train-matcher`)")
   return modeldef, sharding.put_replicated(restored.state, mesh)
 
 
-def embed_splits(config: ml_collections.ConfigDict, workdir: pathlib.Path,
+def embed_splits(config: ml_collections.ConfigDict, rundir: pathlib.Path,
                  benchmark: data_lib.Benchmark):
-  """Matcher embeddings of every MS train image and every RGB train image."""
-  from sembridge_jax.train import inference
-  modeldef, state = load_best_matcher(config, workdir, benchmark)
+  """Matcher embeddings (its best checkpoint in ``rundir``) of every MS train image and
+  every RGB train image."""
+  modeldef, state = load_best_matcher(config, rundir, benchmark)
   mesh = sharding.make_mesh()
   embed_ms = inference.make_predict_fn(modeldef, lambda m, x: {"embedding": m.embed_ms(x)}, mesh)
   embed_rgb = inference.make_predict_fn(modeldef, lambda m, x: {"embedding": m.embed_rgb(x)}, mesh)

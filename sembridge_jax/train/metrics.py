@@ -96,14 +96,28 @@ class MetricWriter:
     with self._jsonl.open("a") as f:
       f.write(json.dumps(record) + "\n")
 
+  def truncate_after(self, step: int) -> None:
+    """Drops the JSON lines of steps after ``step`` (a resumed run rewrites them).
+
+    TensorBoard readers keep the newest event of a step, so only the JSON lines need
+    this."""
+    if not self._enabled or not self._jsonl.exists():
+      return
+    lines = self._jsonl.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if _step_of(line) is not None and _step_of(line) <= step]
+    if len(kept) != len(lines):
+      self._jsonl.write_text("".join(kept))
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.flush()
       self._tb.close()
 
 
-def read_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
-  path = pathlib.Path(path)
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+def _step_of(line: str) -> int | None:
+  """The step of a JSON line; None for a blank or torn one (a write cut by a kill)."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None

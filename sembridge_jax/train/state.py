@@ -14,7 +14,7 @@ replicated over the mesh and checkpointed.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import flax
 import jax
@@ -80,6 +80,3 @@ def masked_cross_entropy(logits: jax.Array, labels: jax.Array, mask: jax.Array |
   mask = mask.astype(jnp.float32)
   return (losses * mask).sum() / jnp.maximum(mask.sum(), 1.0)
 
-
-def tree_bytes(tree: Any) -> int:
-  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))

@@ -7,15 +7,11 @@ Plotting functions take arrays and return a :class:`matplotlib.figure.Figure`:
 * :func:`plot_matched_pairs`, :func:`false_colour` (`sembridge_jax.viz.images`);
 * :func:`plot_transport_costs` (`sembridge_jax.viz.costs`).
 
-Reading a pipeline workdir (`sembridge_jax.viz.workdir`) and writing the figures of a
-finished distillation run (:func:`write_distillation_figures`) import the training code,
-so they load on first use: plotting alone stays light and free of import cycles.
+Reading a pipeline workdir and writing the figures of a finished distillation run are
+research code: `sembridge_jax.analysis`. This package imports nothing of the library.
 """
 
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 from sembridge_jax.viz.costs import plot_transport_costs
 from sembridge_jax.viz.images import (FALSE_COLOUR, FalseColour, default_false_colour,
@@ -23,14 +19,6 @@ from sembridge_jax.viz.images import (FALSE_COLOUR, FalseColour, default_false_c
 from sembridge_jax.viz.transport import (class_order, plot_dual_potentials, plot_epsilon_sweep,
                                          plot_sinkhorn_convergence, plot_transport_plan,
                                          within_class_mass)
-
-_LAZY = {
-    "AnalysisWorkdir": "sembridge_jax.viz.workdir",
-    "DistillationFigures": "sembridge_jax.viz.distillation_figures",
-    "matched_pairs_figure": "sembridge_jax.viz.distillation_figures",
-    "solve_batch": "sembridge_jax.viz.distillation_figures",
-    "write_distillation_figures": "sembridge_jax.viz.distillation_figures",
-}
 
 __all__ = [
     "FALSE_COLOUR",
@@ -45,11 +33,5 @@ __all__ = [
     "plot_transport_costs",
     "plot_transport_plan",
     "within_class_mass",
-    *_LAZY,
 ]
 
-
-def __getattr__(name: str) -> Any:
-  if name in _LAZY:
-    return getattr(importlib.import_module(_LAZY[name]), name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

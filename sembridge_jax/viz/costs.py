@@ -1,6 +1,6 @@
 """Bar chart of transport costs: one bar per setting, or groups of bars per setting.
 
-Fed by :func:`sembridge_jax.transport_cost.TransportCostTable.as_nested_dict` (setting ->
+Fed by :func:`sembridge_jax.analysis.transport_cost.TransportCostTable.as_nested_dict` (setting ->
 student -> Sinkhorn divergence), or by any flat ``{label: value}`` mapping.
 """
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import pathlib
 from typing import Any, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sembridge_jax.data import archives, errors, layout, readers, specs, synthetic
+from sembridge_jax.data import archives, errors, eurosat, layout, readers, specs, synthetic
 
 SPLITS = ("ms_train", "ms_test", "rgb_train", "rgb_test")
 METADATA_FORMAT = 1
@@ -43,12 +44,14 @@ class AckdBenchmarkConfig(tfds.core.BuilderConfig):
     archive_url: optional URL of an archive (zip/tar) of the dataset root, fetched with
       TFDS's download manager instead of reading the manual_dir.
     synthetic: generator parameters of the ``synthetic`` dataset.
+    split_by: ``eurosat_asym`` only: ``"scene"`` or ``"region"`` (`sembridge_jax.data.eurosat`).
   """
   dataset: str = ""
   split_seed: int = 0
   test_fraction: float = DEFAULT_TEST_FRACTION
   archive_url: str = ""
   synthetic: synthetic.SyntheticParameters | None = None
+  split_by: str = "scene"
 
   @property
   def spec(self) -> specs.DatasetSpec:
@@ -57,7 +60,8 @@ class AckdBenchmarkConfig(tfds.core.BuilderConfig):
 
 def config_name(dataset: str, *, split_seed: int = 0,
                 test_fraction: float = DEFAULT_TEST_FRACTION, archive_url: str = "",
-                synthetic_params: synthetic.SyntheticParameters | None = None) -> str:
+                synthetic_params: synthetic.SyntheticParameters | None = None,
+                split_by: str = "scene") -> str:
   """``dataset`` plus every non-default setting, so different data never share a folder
   (an archive URL adds a short hash of itself: another archive may hold other files)."""
   parts = [dataset]
@@ -70,6 +74,8 @@ def config_name(dataset: str, *, split_seed: int = 0,
       value = getattr(synthetic_params, field.name)
       if value != getattr(default, field.name):
         parts.append(f"{short[field.name]}{value:g}")
+  if split_by != "scene":
+    parts.append(f"by{split_by}")
   if split_seed != 0:
     parts.append(f"split{split_seed}")
   if test_fraction != DEFAULT_TEST_FRACTION:
@@ -81,9 +87,12 @@ def config_name(dataset: str, *, split_seed: int = 0,
 
 def make_config(dataset: str, *, split_seed: int = 0, archive_url: str = "",
                 test_fraction: float = DEFAULT_TEST_FRACTION,
-                synthetic_params: synthetic.SyntheticParameters | None = None
-                ) -> AckdBenchmarkConfig:
+                synthetic_params: synthetic.SyntheticParameters | None = None,
+                split_by: str = "scene") -> AckdBenchmarkConfig:
   """A config for ``dataset``, named by `config_name`."""
+  if split_by not in eurosat.SPLIT_MODES or (split_by != "scene" and dataset != specs.EUROSAT_ASYM):
+    raise ValueError(f"split_by={split_by!r} is invalid for dataset {dataset!r}; allowed: "
+                     f"{list(eurosat.SPLIT_MODES) if dataset == specs.EUROSAT_ASYM else ['scene']}")
   if dataset == specs.SYNTHETIC:
     synthetic_params = (synthetic_params or synthetic.SyntheticParameters()).validate()
   elif synthetic_params is not None:
@@ -93,10 +102,11 @@ def make_config(dataset: str, *, split_seed: int = 0, archive_url: str = "",
     raise ValueError(f"test_fraction={test_fraction!r} is invalid; expected a number in (0, 1)")
   return AckdBenchmarkConfig(
       name=config_name(dataset, split_seed=split_seed, test_fraction=test_fraction,
-                       archive_url=archive_url, synthetic_params=synthetic_params),
+                       archive_url=archive_url, synthetic_params=synthetic_params,
+                       split_by=split_by),
       description=spec.description, dataset=dataset, split_seed=int(split_seed),
       test_fraction=float(test_fraction), archive_url=archive_url,
-      synthetic=synthetic_params)
+      synthetic=synthetic_params, split_by=split_by)
 
 
 _LAYOUT_HELP = "\n".join(
@@ -125,6 +135,9 @@ Put the dataset roots, as distributed, in the manual_dir (one or more of them):
 
 The manual_dir may also be a dataset root itself (holding MS/ and RGB/ directly). MS and
 RGB files are unpaired; every class must have at least one file in each modality.
+eurosat_asym reads EuroSAT's two archives instead: EuroSAT_MS/ and EuroSAT_RGB/ (or
+EuroSAT_MS.zip and EuroSAT_RGB.zip) in the manual_dir, or downloads both (archive_url:
+the folder URL holding them; default {eurosat.OFFICIAL_URL}).
 Instead of a manual_dir, a config may name an archive of a dataset root (archive_url).
 The 'synthetic' config needs no files.
 """
@@ -175,14 +188,61 @@ The 'synthetic' config needs no files.
     except (AssertionError, OSError) as e:
       raise errors.single("manual_dir", f"a readable folder holding {spec.root_name}/MS and "
                           f"{spec.root_name}/RGB", str(e).splitlines()[0]) from e
-    return layout.locate_root(manual_dir, spec), {"kind": "manual_dir",
-                                                  "location": str(manual_dir)}
+    root = layout.locate_root(manual_dir, spec)
+    return root, {"kind": "manual_dir", "location": str(manual_dir.resolve()),
+                  "fingerprint": layout.fingerprint(*layout.source_paths(root))}
+
+  def _eurosat_files(self, dl_manager: tfds.download.DownloadManager
+                     ) -> tuple[layout.DatasetFiles, dict]:
+    """The EuroSAT archives cut into disjoint MS and RGB scenes (or regions)."""
+    config = self.builder_config
+    # TFDS fills in <download_dir>/manual when no manual_dir was given: only an empty or
+    # missing default means "download"; a manual_dir given and wrong is an error.
+    given = getattr(dl_manager, "_manual_dir", None)
+    default = pathlib.Path(dl_manager.download_dir) / "manual"
+    if given is not None and (pathlib.Path(given) != default or
+                              (default.is_dir() and any(default.iterdir()))):
+      try:
+        directory = pathlib.Path(dl_manager.manual_dir)
+      except (AssertionError, OSError) as e:
+        raise errors.single("manual_dir", "a folder holding EuroSAT_MS/ and EuroSAT_RGB/ (or "
+                            "EuroSAT_MS.zip and EuroSAT_RGB.zip)", str(e).splitlines()[0]) from e
+      provenance = {"kind": "manual_dir", "location": str(directory.resolve())}
+      sources = eurosat.source_paths(directory)
+    else:
+      base = config.archive_url or eurosat.OFFICIAL_URL
+      paths = dl_manager.download({name: f"{base}/{name}" for name in eurosat.archive_names()})
+      sources = tuple(pathlib.Path(paths[name]) for name in eurosat.archive_names())
+      directory = pathlib.Path(dl_manager.download_dir) / "eurosat" / _files_key(sources)
+      directory.mkdir(parents=True, exist_ok=True)
+      for name, path in zip(eurosat.archive_names(), sources):
+        if not (directory / name).is_symlink():
+          (directory / name).symlink_to(path.absolute())
+      provenance = {"kind": "archive", "location": base}
+    # Extracted copies are keyed by the archives' fingerprint: other zips, other folder.
+    extract_to = (pathlib.Path(dl_manager.download_dir) / "extracted" / config.name
+                  / _files_key(sources))
+    ms_root, rgb_root = eurosat.locate(directory, extract_to)
+    scenes = eurosat.scan(ms_root, rgb_root, config.spec)
+    zones = ([eurosat.utm_zone(s.ms_path) for s in scenes] if config.split_by == "region"
+             else None)
+    assignment = eurosat.split_scenes(scenes, config.split_by, config.split_seed,
+                                      config.spec.class_names, zones)
+    print(f"eurosat_asym: {json.dumps(assignment.summary)}", flush=True)
+    if provenance["kind"] == "manual_dir":
+      provenance["fingerprint"] = layout.fingerprint(*sources)
+    provenance["split"] = assignment.summary
+    return eurosat.dataset_files(assignment, ms_root, rgb_root), provenance
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     config = self.builder_config
     spec = config.spec
-    root, provenance = self._dataset_root(dl_manager)
-    files = layout.scan(root, spec)
+    if config.dataset == specs.EUROSAT_ASYM:
+      files, provenance = self._eurosat_files(dl_manager)
+      root = files.root
+    else:
+      root, provenance = self._dataset_root(dl_manager)
+      files = layout.scan(root, spec)
     ms_test = layout.stratified_test_mask([f.label for f in files.ms],
                                           test_fraction=config.test_fraction,
                                           seed=config.split_seed, stream=0)
@@ -218,6 +278,12 @@ The 'synthetic' config needs no files.
           "filename": record.relpath,
           "id": record.id,
       }
+
+
+def _files_key(paths) -> str:
+  """A short name for a set of source files (their `layout.fingerprint`)."""
+  return hashlib.sha256(json.dumps(layout.fingerprint(*paths), sort_keys=True).encode()
+                        ).hexdigest()[:12]
 
 
 def _metadata(config: AckdBenchmarkConfig, spec: specs.DatasetSpec, provenance: dict,

@@ -1,12 +1,12 @@
 """The read side of a pipeline workdir, for analysis: students, pairs, features, images.
 
 `AnalysisWorkdir.open(DIR)` reads what `sembridge-jax pipeline` (or the single stages)
-wrote (see the layout in `sembridge_jax.stages`) and serves the notebook, the
+wrote (see `sembridge_jax.workdir.Workdir`) and serves the notebook, the
 distillation figures and the transport-cost analysis:
 
 * **students** (`StudentSnapshot`): ``"initial"`` is the student *before* distillation,
   i.e. the exact initialisation every distillation run of that seed starts from
-  (`trainer.create_distiller` with the same seed), with its BatchNorm running statistics
+  (`distiller.create_distiller` with the same seed), with its BatchNorm running statistics
   estimated on the RGB train images (forward passes in training mode, no gradient step).
   Freshly initialised statistics (mean 0, variance 1) make ShuffleNet's and MobileNet's
   evaluation-mode outputs almost independent of the input, so without this step the
@@ -15,7 +15,7 @@ distillation figures and the transport-cost analysis:
   ``"kd+sembridge"``) is that run's final checkpoint, together with the pair table it
   ended with (SemBridge re-matches during training);
 * **pairs**: the initial SFM table (``matching/pairs.npz``) and the random same-class
-  pairs a run *alone* trains with (`trainer.random_same_class_pairs`, same seed);
+  pairs a run *alone* trains with (`distiller.random_same_class_pairs`, same seed);
 * **features** in the *alignment space*: the pooled embeddings the OT term of ALIGN
   compares. Student: ``features["pooled"]`` through the student's learned pooled
   adapter; teacher: the gallery's pooled features through the fixed teacher adapter
@@ -42,31 +42,26 @@ import numpy as np
 from flax import nnx
 
 from sembridge_jax import data as data_lib
-from sembridge_jax.distill.gallery import Gallery, gallery_path
+from sembridge_jax import sharding, workdir as workdir_lib
+from sembridge_jax.config_base import load_benchmark
+from sembridge_jax.distill.distiller import (Pairing, create_distiller, load_initial_pairs,
+                                             random_same_class_pairs)
+from sembridge_jax.distill.gallery import Gallery
 from sembridge_jax.distill.step import Distiller
-from sembridge_jax.distill.trainer import (DistillRun, Pairing, create_distiller, load_initial_pairs,
-                                           pairs_path, random_same_class_pairs)
-from sembridge_jax.train import checkpointing, inference, optimizers, sharding
-from sembridge_jax.train.state import ModelDef, TrainState, model_state_after, split_model
+from sembridge_jax.runs import Run
+from sembridge_jax.train import checkpointing, inference, trainer
+from sembridge_jax.train.state import ModelDef, TrainState, model_state_after
+from sembridge_jax.workdir import Workdir
 
-__all__ = ["AlignmentBatch", "AnalysisWorkdir", "FeatureSet", "INITIAL", "StudentSnapshot",
-           "run_from_name"]
+__all__ = ["AlignmentBatch", "AnalysisWorkdir", "FeatureSet", "INITIAL", "StudentSnapshot"]
 
 INITIAL = "initial"
-_SEMBRIDGE_SUFFIX = "+sembridge"
-
-
-def run_from_name(name: str) -> DistillRun:
-  """``"kd+sembridge"`` -> ``DistillRun("kd", True)``; ``"kd"`` -> ``DistillRun("kd", False)``."""
-  if name.endswith(_SEMBRIDGE_SUFFIX):
-    return DistillRun(name[:-len(_SEMBRIDGE_SUFFIX)], True)
-  return DistillRun(name, False)
 
 
 class StudentSnapshot(NamedTuple):
   """A student (inside its `Distiller`) at one point of its training."""
   name: str                   # "initial" or the run name
-  run: DistillRun             # the Distiller's structure (with or without alignment head)
+  run: Run                    # the Distiller's structure (with or without alignment head)
   seed: int
   modeldef: ModelDef
   params: nnx.State
@@ -109,7 +104,7 @@ def _student_outputs(distiller: Distiller, images: jax.Array) -> dict[str, jax.A
 @dataclasses.dataclass
 class AnalysisWorkdir:
   """A pipeline workdir opened for reading (see the module docstring)."""
-  path: pathlib.Path
+  workdir: Workdir
   config: ml_collections.ConfigDict
   benchmark: Any
   gallery: Gallery
@@ -119,13 +114,11 @@ class AnalysisWorkdir:
   def open(cls, workdir: str | pathlib.Path,
            config: ml_collections.ConfigDict | None = None) -> "AnalysisWorkdir":
     """Opens ``workdir``; ``config`` defaults to the one saved in ``results.json``."""
-    from sembridge_jax import stages
-
-    path = pathlib.Path(workdir).absolute()
-    if not path.is_dir():
-      raise FileNotFoundError(f"workdir {path} does not exist")
+    layout = Workdir(pathlib.Path(workdir))
+    if not layout.root.is_dir():
+      raise FileNotFoundError(f"workdir {layout.root} does not exist")
     if config is None:
-      results = path / "results.json"
+      results = layout.results
       if not results.exists():
         raise FileNotFoundError(f"{results} not found: pass the run's config explicitly (the "
                                 "config is saved there only by the `pipeline` and `evaluate` "
@@ -134,12 +127,16 @@ class AnalysisWorkdir:
       if config.data.data_dir and not pathlib.Path(config.data.data_dir).exists():
         config.data.data_dir = ""  # the workdir was moved: use its own tfds/ folder
     config = copy.deepcopy(config)  # load_benchmark fills in data.data_dir
-    benchmark = stages.load_benchmark(config, path)
-    if not gallery_path(path).exists():
-      raise FileNotFoundError(f"{gallery_path(path)} not found: run `sembridge-jax "
+    benchmark = load_benchmark(config, layout)
+    if not layout.gallery.exists():
+      raise FileNotFoundError(f"{layout.gallery} not found: run `sembridge-jax "
                               "train-teacher` and `distill` (which builds the gallery) first")
-    return cls(path=path, config=config, benchmark=benchmark,
-               gallery=Gallery.load(gallery_path(path)))
+    return cls(workdir=layout, config=config, benchmark=benchmark,
+               gallery=Gallery.load(layout.gallery))
+
+  @property
+  def path(self) -> pathlib.Path:
+    return self.workdir.root
 
   # -- names ---------------------------------------------------------------------------
 
@@ -149,22 +146,22 @@ class AnalysisWorkdir:
 
   @property
   def sembridge_run(self) -> str:
-    return DistillRun(self.method, True).name
+    return Run(self.method, True).name
 
   @property
   def baseline_run(self) -> str:
-    return DistillRun(self.method, False).name
+    return Run(self.method, False).name
 
   def default_seed(self) -> int:
     return int(tuple(self.config.pipeline.seeds)[0])
 
   # -- students --------------------------------------------------------------------------
 
-  def _fresh(self, run: DistillRun, seed: int) -> tuple[ModelDef, TrainState]:
+  def _fresh(self, run: Run, seed: int) -> tuple[ModelDef, TrainState]:
     distiller = create_distiller(self.config, run, self.benchmark, self.gallery, seed)
-    modeldef, params, model_state = split_model(distiller)
-    tx = optimizers.make_optimizer(self.config.distill.optimizer)
-    return modeldef, TrainState.create(params, model_state, tx)
+    modeldef, state, _ = trainer.create_train_state(distiller, self.config.distill.optimizer,
+                                                    sharding.make_mesh())
+    return modeldef, state
 
   def student(self, name: str, seed: int | None = None) -> StudentSnapshot:
     """``"initial"`` (before distillation) or a finished run (its final checkpoint)."""
@@ -172,24 +169,15 @@ class AnalysisWorkdir:
     mesh = sharding.make_mesh()
     if name == INITIAL:
       # Same structure as the SemBridge run, so the initial adapters are its initial ones.
-      run = DistillRun(self.method, True)
+      run = Run(self.method, True, seed)
       modeldef, state = self._fresh(run, seed)
-      state = sharding.put_replicated(state, mesh)
       model_state = self._batch_norm_statistics(modeldef, state.params, state.model_state, seed)
       return StudentSnapshot(INITIAL, run, seed, modeldef, state.params, model_state, None)
-    run = run_from_name(name)
-    directory = self.path / "distill" / run.name / f"seed_{seed}" / "checkpoints"
-    if not (directory / "latest").is_dir():
-      raise FileNotFoundError(f"no checkpoint of run {name!r} (seed {seed}) under {directory}: "
-                              f"run `sembridge-jax distill` for it first")
+    run = Run.parse(name, seed)
     modeldef, template = self._fresh(run, seed)
-    checkpointer = checkpointing.Checkpointer(directory)
-    try:
-      restored = checkpointer.restore_latest(template)
-    finally:
-      checkpointer.close()
-    if restored is None:
-      raise FileNotFoundError(f"run {name!r} (seed {seed}) has no saved step under {directory}")
+    restored = checkpointing.restore(
+        workdir_lib.checkpoints(self.workdir.run(run)), template,
+        what=f"run {name!r} (seed {seed}; run `sembridge-jax distill` for it first)")
     extras = restored.meta.get("extras")
     pairing = None
     if extras:
@@ -228,7 +216,7 @@ class AnalysisWorkdir:
 
   def sfm_pairing(self) -> Pairing:
     """The initial SFM pair table (matcher embeddings, same class)."""
-    return Pairing(*load_initial_pairs(pairs_path(self.path), self.gallery))
+    return Pairing(*load_initial_pairs(self.workdir.pairs, self.gallery))
 
   def random_pairing(self, seed: int | None = None) -> Pairing:
     """The random same-class pairs a run alone trains with (same seed -> same pairs)."""
@@ -249,7 +237,7 @@ class AnalysisWorkdir:
 
   def _predict_fn(self, snapshot: StudentSnapshot):
     # One compiled function per Distiller structure ("initial" shares the SemBridge one).
-    key = snapshot.run
+    key = snapshot.run._replace(seed=0)
     if key not in self._predict_fns:
       self._predict_fns[key] = inference.make_predict_fn(snapshot.modeldef, _student_outputs,
                                                          sharding.make_mesh())

@@ -5,7 +5,8 @@ of RGB train students and the teachers the run ended up matched with are put thr
 the OT term exactly as in training (alignment-space features, ``distill.epsilon``
 relative to the mean cost, ``distill.semantic_weight``), except that Sinkhorn runs until
 its marginal error is below 1e-5 and records the error at every iteration.
-Written to ``DIR/distill/<run>/seed_<S>/figures/``:
+Written to the run's ``figures/`` folder (``DIR/distill/<run>/seed_<S>/figures/``); as
+the report ``distillation_figures`` of ``config.reports``, after every SemBridge run:
 
   transport_plan.png        the plan, sorted by class, class boundaries drawn
   dual_potentials.png       f (students) and g (teachers), coloured by class
@@ -18,17 +19,20 @@ from __future__ import annotations
 import pathlib
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from sembridge_jax import workdir as workdir_lib
 from sembridge_jax.alignment import SinkhornAlignmentResult, sinkhorn_alignment
+from sembridge_jax.analysis.workdir import AlignmentBatch, AnalysisWorkdir
+from sembridge_jax.runs import Run
 from sembridge_jax.viz.images import default_false_colour, plot_matched_pairs
 from sembridge_jax.viz.transport import (plot_dual_potentials, plot_sinkhorn_convergence,
                                          plot_transport_plan)
-from sembridge_jax.viz.workdir import AlignmentBatch, AnalysisWorkdir
 
-__all__ = ["DistillationFigures", "matched_pairs_figure", "solve_batch",
+__all__ = ["DistillationFigures", "matched_pairs_figure", "on_run", "solve_batch",
            "write_distillation_figures"]
 
 
@@ -125,11 +129,21 @@ def write_distillation_figures(workdir: str | pathlib.Path,
   }
   figures["transport_plan"].axes[0].set_title(
       f"{figures['transport_plan'].axes[0].get_title()}\n{what}")
-  outdir = pathlib.Path(outdir) if outdir is not None else (
-      analysis.path / "distill" / snapshot.name / f"seed_{snapshot.seed}" / "figures")
-  outdir.mkdir(parents=True, exist_ok=True)
-  paths = {}
-  for name, figure in figures.items():
-    paths[name] = outdir / f"{name}.png"
-    figure.savefig(paths[name], dpi=dpi)
+  outdir = pathlib.Path(outdir) if outdir is not None else workdir_lib.figures(
+      analysis.workdir.run(Run.parse(snapshot.name, snapshot.seed)))
+  paths = {name: outdir / f"{name}.png" for name in figures}
+  if jax.process_index() == 0:  # Every process computes (the features are sharded).
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, figure in figures.items():
+      figure.savefig(paths[name], dpi=dpi)
   return DistillationFigures(**paths)
+
+
+def on_run(config: ml_collections.ConfigDict, workdir, run: Run) -> None:
+  """The reporting hook (`sembridge_jax.stages.reports`): figures of a SemBridge run.
+  Runs on every process (its computations are sharded over all devices)."""
+  if not run.sembridge:
+    return
+  figures = write_distillation_figures(workdir.root, config, run=run.name, seed=run.seed)
+  if jax.process_index() == 0:
+    print(f"{run.name}: figures in {figures.transport_plan.parent}", flush=True)

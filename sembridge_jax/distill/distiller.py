@@ -1,4 +1,4 @@
-"""The ``distill`` stage: training an RGB student from its matched MS teachers.
+"""Training an RGB student from its matched MS teachers: a task of the one trainer.
 
 Two ways to run a distillation method (`sembridge_jax.distill.losses`):
 
@@ -14,34 +14,23 @@ Ablations are config switches: ``distill.use_sfm=False`` (random same-class pair
 
 from __future__ import annotations
 
-import json
 import pathlib
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from flax import nnx
 
-from sembridge_jax import data as data_lib
-from sembridge_jax import matching
+from sembridge_jax import matching, sharding, workdir as workdir_lib
 from sembridge_jax.alignment import AlignmentHead
-from sembridge_jax.distill import losses
+from sembridge_jax.distill import methods
 from sembridge_jax.distill.gallery import Gallery
-from sembridge_jax.distill.step import Distiller, LossWeights, StepOptions, make_train_step, student_logits
-from sembridge_jax.train import (checkpointing, classifier, inference, loop, metrics as metrics_lib,
-                                 optimizers, sharding)
-from sembridge_jax.train.state import TrainState, split_model
-
-
-class DistillRun(NamedTuple):
-  """One cell of the comparison: a method, alone or under SemBridge."""
-  method: str
-  sembridge: bool
-
-  @property
-  def name(self) -> str:
-    return f"{self.method}+sembridge" if self.sembridge else self.method
+from sembridge_jax.distill.step import (Distiller, LossWeights, StepOptions,
+                                        make_distillation_loss, student_logits)
+from sembridge_jax.runs import Run
+from sembridge_jax.train import classifier, divergence, evaluation, inference, trainer
+from sembridge_jax.train.state import TrainState
 
 
 def random_same_class_pairs(student_labels: np.ndarray, gallery_labels: np.ndarray,
@@ -79,18 +68,15 @@ class Pairing:
     self.__init__(np.asarray(saved["student_ids"]), np.asarray(saved["rows"]))
 
 
-def pairs_path(workdir: pathlib.Path) -> pathlib.Path:
-  return workdir / "matching" / "pairs.npz"
-
-
 def load_initial_pairs(path: pathlib.Path, gallery: Gallery) -> tuple[np.ndarray, np.ndarray]:
+  """(student ids, gallery rows) of the SFM pair table written by the ``match`` stage."""
   if not path.exists():
     raise FileNotFoundError(f"{path} not found: run `sembridge-jax match` first")
   with np.load(path) as pairs:
     return pairs["student_id"], gallery.rows_for(pairs["teacher_id"])
 
 
-def create_distiller(config: ml_collections.ConfigDict, run: DistillRun, benchmark, gallery: Gallery,
+def create_distiller(config: ml_collections.ConfigDict, run: Run, benchmark, gallery: Gallery,
                      seed: int) -> Distiller:
   student = classifier.create_model(config, config.model.student, num_classes=benchmark.num_classes,
                                     in_channels=3, seed=seed)
@@ -103,15 +89,15 @@ def create_distiller(config: ml_collections.ConfigDict, run: DistillRun, benchma
                           student_pooled_dim=student.embed_dim,
                           common_dim=config.distill.common_dim, num_heads=config.distill.num_heads,
                           rngs=rngs)
-  method = losses.get_method(run.method)
+  method = methods.get_method(run.method)
   method_state = method.make_state(rngs) if method.make_state else None
   return Distiller(student, align, method_state)
 
 
-def step_options(config: ml_collections.ConfigDict, run: DistillRun, steps_per_epoch: int
+def step_options(config: ml_collections.ConfigDict, run: Run, steps_per_epoch: int
                  ) -> StepOptions:
   d = config.distill
-  method = losses.get_method(run.method)
+  method = methods.get_method(run.method)
   if run.sembridge:
     weights = LossWeights(d.ce_weight, d.kd_weight, d.align_weight)
   else:
@@ -126,91 +112,79 @@ def step_options(config: ml_collections.ConfigDict, run: DistillRun, steps_per_e
                         sinkhorn_threshold=d.sinkhorn_threshold))
 
 
-def distill(config: ml_collections.ConfigDict, workdir: pathlib.Path, benchmark, gallery: Gallery,
-            run: DistillRun, *, seed: int, rundir: pathlib.Path | None = None,
-            stop_after_steps: int | None = None) -> dict[str, Any]:
-  """Trains one student; returns its RGB test metrics. Resumes if interrupted.
-
-  ``workdir`` holds the SFM pair table (``matching/pairs.npz``); the run's own outputs go
-  to ``rundir`` (default ``workdir/distill/<run>/seed_<seed>``).
-  """
-  rundir = rundir or workdir / "distill" / run.name / f"seed_{seed}"
-  hparams = config.distill
-  mesh = sharding.make_mesh()
-  per_host_batch = sharding.check_batch_size(hparams.batch_size, mesh)
-  steps = classifier.steps_per_epoch(benchmark, "rgb_train", hparams.batch_size)
-  options = step_options(config, run, steps)
-
-  modeldef, params, model_state = split_model(create_distiller(config, run, benchmark, gallery, seed))
-  tx = optimizers.make_optimizer(hparams.optimizer, steps * hparams.epochs)
-  state = sharding.put_replicated(TrainState.create(params, model_state, tx), mesh)
-  gallery_dtype = {"float32": np.float32, "bfloat16": jax.numpy.bfloat16}[config.matching.gallery_dtype]
-  device_gallery = sharding.put_replicated(gallery.astype(gallery_dtype), mesh)
-  jitted = make_train_step(modeldef, tx, mesh, options)
-  train_step = lambda current, batch: jitted(current, batch, device_gallery)
-  eval_step = classifier.make_eval_step(modeldef, benchmark.num_classes, mesh,
-                                        logits_fn=student_logits)
-
-  student_ids = benchmark.ids("rgb_train")
+def initial_pairing(config: ml_collections.ConfigDict, run: Run, benchmark, gallery: Gallery,
+                    pairs_path: pathlib.Path) -> Pairing:
+  """SFM pairs under SemBridge (unless ``distill.use_sfm=False``), else random
+  same-class pairs drawn with the run's seed."""
   if run.sembridge and config.distill.use_sfm:
-    pair_ids, pair_rows = load_initial_pairs(pairs_path(workdir), gallery)
-  else:
-    labels = benchmark.labels("rgb_train")
-    pair_ids, pair_rows = student_ids, random_same_class_pairs(labels, np.asarray(gallery.labels), seed)
-  pairing = Pairing(pair_ids, pair_rows)
+    return Pairing(*load_initial_pairs(pairs_path, gallery))
+  return Pairing(benchmark.ids("rgb_train"), random_same_class_pairs(
+      benchmark.labels("rgb_train"), np.asarray(gallery.labels), run.seed))
+
+
+def distill(config: ml_collections.ConfigDict, benchmark, gallery: Gallery, run: Run, *,
+            rundir: pathlib.Path, pairs_path: pathlib.Path,
+            stop_after_steps: int | None = None) -> dict[str, Any]:
+  """Trains one student in ``rundir``; returns its RGB test metrics. Resumes if
+  interrupted. ``pairs_path`` is the SFM pair table (``match`` stage)."""
+  hparams = config.distill
+  steps = trainer.steps_per_epoch(benchmark, "rgb_train", hparams.batch_size)
+  options = step_options(config, run, steps)
+  pairing = initial_pairing(config, run, benchmark, gallery, pairs_path)
   rematch_epochs = set(config.matching.rematch_epochs) if (
       run.sembridge and config.distill.use_sfm and config.matching.mode == "epochs") else set()
 
   def prepare_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    batch = dict(batch)
-    batch["teacher_row"] = pairing.lookup(batch["id"])
-    return batch
+    return {**batch, "teacher_row": pairing.lookup(batch["id"])}
 
-  def on_epoch_start(epoch: int, current: TrainState) -> TrainState:
+  def on_epoch_start(epoch: int, current: TrainState, modeldef) -> TrainState:
     if epoch in rematch_epochs:
-      rows, report = rematch_students(config, modeldef, current, benchmark, gallery, mesh)
+      rows, report = rematch_students(config, modeldef, current, benchmark, gallery)
       pairing.set({"student_ids": report["student_ids"], "rows": rows})
       if jax.process_index() == 0:
-        matching.write_match_report(report["report"], rundir / "matching", f"rematch_epoch_{epoch}")
-        loop_print(f"[{run.name}] re-matched at epoch {epoch}: "
+        matching.write_match_report(report["report"], workdir_lib.rematch_reports(rundir),
+                                    f"rematch_epoch_{epoch}")
+        tqdm_write(f"[{run.name}] re-matched at epoch {epoch}: "
                    + matching.format_match_report(report["report"]).replace("\n", "; "))
     return current
 
-  def evaluate_fn(current: TrainState) -> dict[str, float]:
-    test_metrics, test_loss = classifier.evaluate(eval_step, current, benchmark, "rgb_test", config, mesh)
-    return {"loss": test_loss, **test_metrics.as_dict()}
-
-  iterator = iter(data_lib.make_loader(
-      benchmark, "rgb_train", batch_size=per_host_batch, seed=seed, shuffle=True,
-      num_epochs=hparams.epochs, drop_remainder=True, normalization=config.data.normalization,
-      augment=bool(hparams.augment)))
-  checkpointer = checkpointing.Checkpointer(rundir / "checkpoints", max_to_keep=config.checkpoint.max_to_keep)
-  writer = metrics_lib.MetricWriter(rundir, "metrics")
-  try:
-    result = loop.fit(
-        state=state, train_step=train_step, iterator=iterator, evaluate=evaluate_fn, mesh=mesh,
-        num_epochs=hparams.epochs, steps_per_epoch=steps, global_batch_size=hparams.batch_size,
-        checkpointer=checkpointer, writer=writer, checkpoint_every_steps=config.checkpoint.every_steps,
-        hooks=loop.LoopHooks(prepare_batch=prepare_batch, on_epoch_start=on_epoch_start,
-                             get_extras=pairing.get, set_extras=pairing.set),
-        desc=f"{run.name} (seed {seed})", progress=config.progress, stop_after_steps=stop_after_steps)
-  finally:
-    writer.close()
-    checkpointer.close()
-  test_metrics, _ = classifier.evaluate(eval_step, result.state, benchmark, "rgb_test", config, mesh)
-  classifier.write_test_metrics(rundir / "test_metrics.json", test_metrics, benchmark.class_names,
-                                seconds=result.seconds)
-  return {**test_metrics.as_dict(), "seconds": result.seconds, "state": result.state,
-          "modeldef": modeldef}
+  evaluator = evaluation.ClassificationEvaluator(benchmark, "rgb_test", config, student_logits)
+  gallery_dtype = {"float32": np.float32, "bfloat16": jax.numpy.bfloat16}[config.matching.gallery_dtype]
+  task = trainer.Task(
+      name=f"{run.name} (seed {run.seed})",
+      model=create_distiller(config, run, benchmark, gallery, run.seed),
+      loss_fn=make_distillation_loss(options), hparams=hparams, split="rgb_train",
+      make_evaluate=evaluator, loader_options={"augment": bool(hparams.augment)},
+      constants=gallery.astype(gallery_dtype),
+      hooks=trainer.Hooks(prepare_batch=prepare_batch, on_epoch_start=on_epoch_start,
+                          get_extras=pairing.get, set_extras=pairing.set),
+      config_key="distill", suspects=divergence_suspects(config, run))
+  trained = trainer.train(task, config, rundir, benchmark, seed=run.seed,
+                          stop_after_steps=stop_after_steps)
+  test_metrics = evaluator.metrics(trained.state)
+  evaluation.write_test_metrics(workdir_lib.test_metrics(rundir), test_metrics,
+                                benchmark.class_names, seconds=trained.seconds,
+                                finite=bool(divergence.all_finite(trained.state.params)))
+  return {**test_metrics.as_dict(), "seconds": trained.seconds, "state": trained.state,
+          "modeldef": trained.modeldef}
 
 
-def loop_print(message: str) -> None:
+def divergence_suspects(config: ml_collections.ConfigDict, run: Run) -> tuple[str, ...]:
+  """The distillation settings a non-finite loss most likely comes from."""
+  d = config.distill
+  keys = ["temperature"] + (["ce_weight", "kd_weight", "align_weight", "coral_weight",
+                             "ot_weight", "epsilon", "semantic_weight"] if run.sembridge else [])
+  return tuple(f"config.distill.{key}={d[key]}" for key in keys)
+
+
+def tqdm_write(message: str) -> None:
   from tqdm.auto import tqdm
   tqdm.write(message)
 
 
-def rematch_students(config, modeldef, state: TrainState, benchmark, gallery: Gallery, mesh):
+def rematch_students(config, modeldef, state: TrainState, benchmark, gallery: Gallery):
   """SFM part 3 for the whole student set: one batched forward pass + `rematch_by_kl`."""
+  mesh = sharding.make_mesh()
   predict = inference.make_predict_fn(modeldef, lambda m, x: {"logits": student_logits(m, x)}, mesh)
   students = inference.predict_split(predict, state.params, state.model_state, benchmark, "rgb_train",
                                      batch_size=config.eval_batch_size,

@@ -23,7 +23,7 @@ and the same in every setting, so the numbers are comparable across settings and
 students. Computed with :func:`ott.tools.sinkhorn_divergence.sinkdiv`.
 
 Point clouds. Every feature lives in the *alignment space* of
-`sembridge_jax.viz.workdir` (pooled embeddings through the OT term's adapters; the
+`sembridge_jax.analysis.workdir` (pooled embeddings through the OT term's adapters; the
 identity at the default widths): the space where SemBridge's OT term transports mass.
 Student features are those of one student snapshot (before distillation, or after a
 run); teacher features come from the frozen teacher's gallery (MS train images).
@@ -58,6 +58,9 @@ import jax.numpy as jnp
 import numpy as np
 from ott.geometry import costs
 from ott.tools import sinkhorn_divergence as ott_divergence
+
+from sembridge_jax.analysis.workdir import INITIAL, AnalysisWorkdir
+from sembridge_jax.runs import Run
 
 __all__ = [
     "DEFAULT_EPSILON",
@@ -173,11 +176,10 @@ def setting_clouds(analysis, snapshot, setting: str, features=None
 
 def student_label(name: str) -> str:
   """Readable name of a student snapshot: ``"kd+sembridge"`` -> ``"after kd + SemBridge"``."""
-  from sembridge_jax.viz.workdir import INITIAL, run_from_name
   if name == INITIAL:
     return "before distillation"
-  run = run_from_name(name)
-  return f"after {run.method} + SemBridge" if run.sembridge else f"after {run.method} alone"
+  run = Run.parse(name)
+  return f"after {run.short_label}" if run.sembridge else f"after {run.method} alone"
 
 
 # -- results --------------------------------------------------------------------------------
@@ -231,7 +233,7 @@ def measure_transport_costs(analysis, students: Sequence[str] | None = None, *,
   """Sinkhorn divergence and pairing cost for every (setting, student) pair.
 
   Args:
-    analysis: an opened workdir, :class:`sembridge_jax.viz.workdir.AnalysisWorkdir` (or a
+    analysis: an opened workdir, :class:`sembridge_jax.analysis.workdir.AnalysisWorkdir` (or a
       path, opened with the config saved in its ``results.json``).
     students: snapshot names; default ``("initial", <method>, <method>+sembridge)``:
       before distillation, after the method alone, after SemBridge.
@@ -245,8 +247,6 @@ def measure_transport_costs(analysis, students: Sequence[str] | None = None, *,
   Returns:
     A :class:`TransportCostTable`.
   """
-  from sembridge_jax.viz.workdir import INITIAL, AnalysisWorkdir
-
   if not isinstance(analysis, AnalysisWorkdir):
     analysis = AnalysisWorkdir.open(analysis)
   unknown = [s for s in settings if s not in SETTINGS]

@@ -13,93 +13,73 @@ from __future__ import annotations
 
 import csv
 import itertools
-import json
-import pathlib
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-# The six teacher -> student pairs of the paper (METHOD section 4).
-ALL_PAIRS = (("resnet34", "resnet34"), ("mobilenet_v2", "mobilenet_v2"),
-             ("shufflenet_v2_x0_5", "shufflenet_v2_x0_5"), ("resnet34", "mobilenet_v2"),
-             ("resnet34", "shufflenet_v2_x0_5"), ("mobilenet_v2", "shufflenet_v2_x0_5"))
-SHORT = {"resnet34": "ResNet", "mobilenet_v2": "MobileNet", "shufflenet_v2_x0_5": "ShuffleNet"}
-PAIR_SELECTIONS = {"all": ALL_PAIRS, "same": ALL_PAIRS[:3], "cross": ALL_PAIRS[3:]}
+from sembridge_jax import workdir as workdir_lib
+from sembridge_jax.distill import distiller, gallery as gallery_lib
+from sembridge_jax.distill.methods import parse_methods
+from sembridge_jax.models.pairs import pair_name, parse_pairs
+from sembridge_jax.results import NonFiniteRun, format_metrics, read_test_metrics, say
+from sembridge_jax.runs import Run
+from sembridge_jax.stages.common import Stage, as_workdir, load_benchmark
+from sembridge_jax.stages.matcher import match, train_matcher
+from sembridge_jax.train import classifier
+from sembridge_jax.train.divergence import TrainingDiverged
+from sembridge_jax.workdir import Workdir
 
-
-def pair_name(pair: tuple[str, str]) -> str:
-  return f"{SHORT[pair[0]]}->{SHORT[pair[1]]}"
-
-
-def parse_pairs(spec: str) -> tuple[tuple[str, str], ...]:
-  """``all`` | ``same`` | ``cross`` | ``resnet34:mobilenet_v2,mobilenet_v2:...``."""
-  if spec in PAIR_SELECTIONS:
-    return PAIR_SELECTIONS[spec]
-  pairs = []
-  for item in str(spec).split(","):
-    teacher, sep, student = item.strip().partition(":")
-    if not sep or (teacher, student) not in ALL_PAIRS:
-      raise ValueError(f"config.benchmark.pairs={spec!r}: {item!r} is not one of the paper's pairs; "
-                       f"use all, same, cross or teacher:student from "
-                       f"{[f'{t}:{s}' for t, s in ALL_PAIRS]}")
-    pairs.append((teacher, student))
-  return tuple(pairs)
-
-
-def parse_methods(spec: str) -> tuple[str, ...]:
-  from sembridge_jax.distill import losses
-  if spec == "all":
-    return tuple(losses.DISTILL_METHODS)
-  methods = tuple(m.strip() for m in str(spec).split(","))
-  for method in methods:
-    losses.get_method(method)  # Raises with the list of known methods.
-  return methods
-
-
-def run_benchmark(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict[str, Any]:
-  from sembridge_jax import stages
-  from sembridge_jax.distill import gallery as gallery_lib, trainer
-  from sembridge_jax.train import classifier
-
-  workdir = pathlib.Path(workdir)
+def run_benchmark(config: ml_collections.ConfigDict, workdir, benchmark=None) -> dict[str, Any]:
+  """Every method alone and + SemBridge x architecture pair x seed; finished cells skipped."""
+  workdir = as_workdir(workdir)
   pairs = parse_pairs(config.benchmark.pairs)
   methods = parse_methods(config.benchmark.methods)
   seeds = tuple(range(int(config.benchmark.seeds)))
-  root = workdir / "benchmark"
-  benchmark = stages.load_benchmark(config, workdir)
+  benchmark = benchmark or load_benchmark(config, workdir)
 
   # Shared by every cell: one matcher and its pair table.
-  if not trainer.pairs_path(workdir).exists():
-    stages.train_matcher(config, workdir, benchmark)
-    stages.match(config, workdir, benchmark)
+  if not workdir.pairs.exists():
+    train_matcher(config, workdir, benchmark)
+    match(config, workdir, benchmark)
 
   galleries = {}
   for teacher in sorted({t for t, _ in pairs}):
     cfg = _with_models(config, teacher=teacher)
-    teacher_dir = root / "teachers" / teacher
-    if not (teacher_dir / "test_metrics.json").exists():
+    teacher_dir = workdir.benchmark_teacher(teacher)
+    if not workdir_lib.test_metrics(teacher_dir).exists():
       result = classifier.train_and_evaluate(cfg, teacher_dir, "teacher", benchmark=benchmark)
-      stages._print(stages.format_metrics(f"teacher {teacher}", result.metrics.as_dict()))
+      say(format_metrics(f"teacher {teacher}", result.metrics.as_dict()))
     galleries[teacher] = gallery_lib.build_gallery(cfg, teacher_dir, benchmark,
-                                                   teacher_dir / "gallery.npz")
+                                                   workdir.benchmark_gallery(teacher))
 
   cells = list(itertools.product(pairs, methods, (False, True), seeds))
+  diverged: list[str] = []
   bar = tqdm(cells, desc="benchmark", unit="cell", disable=not config.progress)
   for (teacher, student), method, sembridge, seed in bar:
-    run = trainer.DistillRun(method, sembridge)
-    rundir = root / "cells" / f"{teacher}-{student}" / run.name / f"seed_{seed}"
+    run = Run(method, sembridge, seed)
+    rundir = workdir.benchmark_run(teacher, student, run)
     bar.set_postfix_str(f"{pair_name((teacher, student))} {run.name} seed {seed}")
-    if (rundir / "test_metrics.json").exists():
+    if workdir_lib.test_metrics(rundir).exists():
       continue
     cfg = _with_models(config, teacher=teacher, student=student)
-    trainer.distill(cfg, workdir, benchmark, galleries[teacher], run, seed=seed, rundir=rundir)
+    try:
+      distiller.distill(cfg, benchmark, galleries[teacher], run, rundir=rundir,
+                        pairs_path=workdir.pairs)
+    except TrainingDiverged as error:  # One cell's divergence is its result, not the end.
+      diverged.append(f"{pair_name((teacher, student))} {run.name} seed {seed}")
+      say(f"benchmark: left out: {error}")
   bar.close()
 
-  rows = collect_cells(root, pairs, methods, seeds)
-  write_tables(workdir, rows, pairs, methods)
-  return {"cells": len(rows)}
+  rows = collect_cells(workdir, pairs, methods, seeds)
+  if jax.process_index() == 0:
+    write_tables(workdir, rows, pairs, methods)
+  if diverged:
+    say(f"benchmark: {len(diverged)} cell(s) diverged and are not in the tables: "
+        + "; ".join(diverged))
+  return {"cells": len(rows), "diverged": diverged}
 
 
 def _with_models(config: ml_collections.ConfigDict, **models: str) -> ml_collections.ConfigDict:
@@ -109,29 +89,33 @@ def _with_models(config: ml_collections.ConfigDict, **models: str) -> ml_collect
   return cfg
 
 
-def collect_cells(root: pathlib.Path, pairs, methods, seeds) -> list[dict[str, Any]]:
+def collect_cells(workdir: Workdir, pairs, methods, seeds) -> list[dict[str, Any]]:
   rows = []
   for (teacher, student), method, sembridge, seed in itertools.product(
       pairs, methods, (False, True), seeds):
-    run = f"{method}+sembridge" if sembridge else method
-    path = root / "cells" / f"{teacher}-{student}" / run / f"seed_{seed}" / "test_metrics.json"
+    rundir = workdir.benchmark_run(teacher, student, Run(method, sembridge, seed))
+    path = workdir_lib.test_metrics(rundir)
     if path.exists():
-      metrics = json.loads(path.read_text())
+      try:
+        metrics = read_test_metrics(rundir, with_seconds=True)
+      except NonFiniteRun as error:
+        say(f"benchmark: left out: {error}")
+        continue
       rows.append({"pair": pair_name((teacher, student)), "teacher": teacher, "student": student,
                    "method": method, "sembridge": sembridge, "seed": seed, "oa": metrics["oa"],
                    "macro_f1": metrics["macro_f1"], "seconds": metrics.get("seconds")})
   return rows
 
 
-def write_tables(workdir: pathlib.Path, rows: list[dict[str, Any]], pairs, methods) -> None:
-  with (workdir / "benchmark.csv").open("w", newline="") as f:
+def write_tables(workdir: Workdir, rows: list[dict[str, Any]], pairs, methods) -> None:
+  with workdir.benchmark_csv.open("w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=["pair", "teacher", "student", "method", "sembridge",
                                            "seed", "oa", "macro_f1", "seconds"])
     writer.writeheader()
     writer.writerows(rows)
   sections = [markdown_table(rows, pairs, methods, metric, title)
               for metric, title in (("oa", "Overall accuracy (%)"), ("macro_f1", "Macro F1 (%)"))]
-  (workdir / "benchmark.md").write_text("\n\n".join(sections) + "\n")
+  workdir.benchmark_md.write_text("\n\n".join(sections) + "\n")
 
 
 def markdown_table(rows, pairs, methods, metric: str, title: str) -> str:
@@ -158,6 +142,17 @@ def markdown_table(rows, pairs, methods, metric: str, title: str) -> str:
       mean, std = cells[(method, sembridge, column)]
       text = f"{mean:.2f} ± {std:.2f}"
       entries.append(f"**{text}**" if best[column] is not None and mean == best[column] else text)
-    label = f"{method} + SemBridge" if sembridge else method
+    label = Run(method, sembridge).short_label
     lines.append(f"| {label} | " + " | ".join(entries) + " |")
   return "\n".join(lines)
+
+
+STAGES = (
+    Stage("benchmark", run_benchmark,
+          "every distillation method alone and + SemBridge x architecture pair x seed",
+          reads="the benchmark; DIR/matching/pairs.npz (trains the matcher first if absent)",
+          writes="DIR/benchmark/ (teachers, galleries, cells), DIR/benchmark.csv, "
+                 "DIR/benchmark.md",
+          config_keys=("benchmark.methods", "benchmark.pairs", "benchmark.seeds", "distill.*",
+                       "matching.*", "teacher.*")),
+)

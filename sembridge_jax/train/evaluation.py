@@ -1,0 +1,104 @@
+"""Classification evaluation on a whole split: test loss, OA, macro P/R/F1, confusion.
+
+The trainer asks a task for ``make_evaluate(modeldef, mesh)``; a `ClassificationEvaluator`
+is that for every classifier the project trains (the teacher, a student alone, a
+distilled student inside its `Distiller`), given how to pick the logits out of the
+merged module.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from sembridge_jax import data as data_lib
+from sembridge_jax import sharding
+from sembridge_jax.train import metrics as metrics_lib
+from sembridge_jax.train.state import ModelDef, TrainState
+
+LogitsFn = Callable[[nnx.Module, jax.Array], jax.Array]
+
+
+def classifier_logits(model: nnx.Module, images: jax.Array) -> jax.Array:
+  return model(images)[0]
+
+
+def make_eval_step(modeldef: ModelDef, num_classes: int, mesh: Mesh,
+                   logits_fn: LogitsFn = classifier_logits):
+  """A jitted step returning the summed loss, the count and the confusion matrix."""
+
+  def eval_step(state: TrainState, batch: dict[str, jax.Array]):
+    model = modeldef.merge(state.params, state.model_state, training=False)
+    logits = logits_fn(model, batch["image"])
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    mask = batch["mask"]
+    confusion = metrics_lib.confusion_matrix(batch["label"], logits.argmax(-1), mask, num_classes)
+    return (losses * mask).sum(), mask.sum(), confusion
+
+  return jax.jit(eval_step, out_shardings=sharding.replicated(mesh))
+
+
+def evaluate_split(eval_step, state: TrainState, benchmark: data_lib.Benchmark, split: str,
+                   config: ml_collections.ConfigDict, mesh: Mesh
+                   ) -> tuple[metrics_lib.ClassificationMetrics, float]:
+  """Metrics of ``state`` on a whole split (padded last batch masked out) and its loss."""
+  loader = data_lib.make_loader(
+      benchmark, split, batch_size=sharding.check_batch_size(config.eval_batch_size, mesh),
+      seed=0, shuffle=False, num_epochs=1, drop_remainder=False,
+      normalization=config.data.normalization)
+  loss_sum, count = 0.0, 0
+  confusion = np.zeros((benchmark.num_classes,) * 2, np.int64)
+  for batch in loader:
+    batch_loss, batch_count, batch_confusion = eval_step(state, sharding.put_batch(batch, mesh))
+    loss_sum += float(batch_loss)
+    count += int(batch_count)
+    confusion += np.asarray(batch_confusion)
+  return metrics_lib.metrics_from_confusion(confusion), loss_sum / max(count, 1)
+
+
+class ClassificationEvaluator:
+  """A task's ``make_evaluate``: ``evaluator(modeldef, mesh)`` returns the per-epoch
+  ``evaluate(state) -> {"loss", "oa", ...}``; `metrics` then gives the full metrics of
+  a state with the same compiled step."""
+
+  def __init__(self, benchmark: data_lib.Benchmark, split: str,
+               config: ml_collections.ConfigDict, logits_fn: LogitsFn = classifier_logits):
+    self.benchmark, self.split, self.config, self.logits_fn = benchmark, split, config, logits_fn
+    self._compiled: tuple[Any, Mesh] | None = None
+
+  def __call__(self, modeldef: ModelDef, mesh: Mesh) -> Callable[[TrainState], dict[str, float]]:
+    self._compiled = (make_eval_step(modeldef, self.benchmark.num_classes, mesh, self.logits_fn),
+                      mesh)
+
+    def evaluate(state: TrainState) -> dict[str, float]:
+      metrics, loss = self._evaluate(state)
+      return {"loss": loss, **metrics.as_dict()}
+
+    return evaluate
+
+  def metrics(self, state: TrainState) -> metrics_lib.ClassificationMetrics:
+    return self._evaluate(state)[0]
+
+  def _evaluate(self, state: TrainState) -> tuple[metrics_lib.ClassificationMetrics, float]:
+    if self._compiled is None:
+      raise RuntimeError("the evaluator has not been given a model yet")
+    eval_step, mesh = self._compiled
+    return evaluate_split(eval_step, state, self.benchmark, self.split, self.config, mesh)
+
+
+def write_test_metrics(path: pathlib.Path, metrics: metrics_lib.ClassificationMetrics,
+                       class_names: list[str], **extra: Any) -> None:
+  """``test_metrics.json``: the scalar metrics, class names, confusion matrix, extras."""
+  if jax.process_index() != 0:
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps({**metrics.as_dict(), "class_names": list(class_names),
+                              "confusion": metrics.confusion.tolist(), **extra}, indent=2))
