@@ -113,6 +113,11 @@ def test_metrics(folder: pathlib.Path) -> pathlib.Path:
   return folder / TEST_METRICS
 
 
+def predictions(folder: pathlib.Path) -> pathlib.Path:
+  """A finished run's test predictions (ids, labels, logits)."""
+  return folder / "predictions.npz"
+
+
 def figures(folder: pathlib.Path) -> pathlib.Path:
   return folder / "figures"
 

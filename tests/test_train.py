@@ -66,6 +66,19 @@ def test_training_is_reproducible(tiny_setup, tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+def test_a_finished_run_keeps_its_test_predictions(tiny_setup, tmp_path):
+  """ids, labels and logits of every test image, agreeing with the run's metrics."""
+  config, benchmark = tiny_setup
+  run = classifier.train_and_evaluate(config, tmp_path, "student", benchmark=benchmark)
+  with np.load(tmp_path / "predictions.npz") as saved:
+    ids, labels, logits = saved["ids"], saved["labels"], saved["logits"]
+  np.testing.assert_array_equal(ids, np.sort(benchmark.ids("rgb_test")))
+  np.testing.assert_array_equal(labels, benchmark.labels("rgb_test")[
+      np.argsort(benchmark.ids("rgb_test"))])
+  assert logits.shape == (len(ids), benchmark.num_classes) and logits.dtype == np.float32
+  assert np.mean(logits.argmax(-1) == labels) == pytest.approx(run.metrics.oa)
+
+
 _STEP_SCRIPT = r"""
 import sys, numpy as np, jax, jax.numpy as jnp
 sys.path.insert(0, "tests")

@@ -161,10 +161,11 @@ def distill(config: ml_collections.ConfigDict, benchmark, gallery: Gallery, run:
       config_key="distill", suspects=divergence_suspects(config, run))
   trained = trainer.train(task, config, rundir, benchmark, seed=run.seed,
                           stop_after_steps=stop_after_steps)
-  test_metrics = evaluator.metrics(trained.state)
+  test_metrics, predictions = evaluator.final(trained.state)
   evaluation.write_test_metrics(workdir_lib.test_metrics(rundir), test_metrics,
                                 benchmark.class_names, seconds=trained.seconds,
                                 finite=bool(divergence.all_finite(trained.state.params)))
+  evaluation.write_predictions(workdir_lib.predictions(rundir), predictions)
   return {**test_metrics.as_dict(), "seconds": trained.seconds, "state": trained.state,
           "modeldef": trained.modeldef}
 

@@ -97,10 +97,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, rundir: str | pathlib.
       config_key=role.hparams_key)
   trained = trainer.train(task, config, rundir, benchmark, seed=seed,
                           stop_after_steps=stop_after_steps)
-  test_metrics = evaluator.metrics(trained.state)
+  test_metrics, predictions = evaluator.final(trained.state)
   evaluation.write_test_metrics(workdir_lib.test_metrics(rundir), test_metrics,
                                 benchmark.class_names, seconds=trained.seconds,
                                 finite=bool(divergence.all_finite(trained.state.params)))
+  evaluation.write_predictions(workdir_lib.predictions(rundir), predictions)
   return TrainResult(test_metrics, trained.state, trained.modeldef, trained.seconds)
 
 
