@@ -29,7 +29,7 @@ from sembridge_jax.distill.gallery import Gallery
 from sembridge_jax.distill.step import (Distiller, LossWeights, StepOptions,
                                         make_distillation_loss, student_logits)
 from sembridge_jax.runs import Run
-from sembridge_jax.train import classifier, divergence, evaluation, inference, trainer
+from sembridge_jax.train import classifier, evaluation, inference, trainer
 from sembridge_jax.train.state import TrainState
 
 
@@ -161,11 +161,7 @@ def distill(config: ml_collections.ConfigDict, benchmark, gallery: Gallery, run:
       config_key="distill", suspects=divergence_suspects(config, run))
   trained = trainer.train(task, config, rundir, benchmark, seed=run.seed,
                           stop_after_steps=stop_after_steps)
-  test_metrics, predictions = evaluator.final(trained.state)
-  evaluation.write_test_metrics(workdir_lib.test_metrics(rundir), test_metrics,
-                                benchmark.class_names, seconds=trained.seconds,
-                                finite=bool(divergence.all_finite(trained.state.params)))
-  evaluation.write_predictions(workdir_lib.predictions(rundir), predictions)
+  test_metrics = evaluator.finish(trained.state, rundir, seconds=trained.seconds)
   return {**test_metrics.as_dict(), "seconds": trained.seconds, "state": trained.state,
           "modeldef": trained.modeldef}
 

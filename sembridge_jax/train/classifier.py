@@ -16,7 +16,7 @@ from flax import nnx
 
 from sembridge_jax import data as data_lib
 from sembridge_jax import models, sharding, workdir as workdir_lib
-from sembridge_jax.train import (checkpointing, divergence, evaluation, metrics as metrics_lib,
+from sembridge_jax.train import (checkpointing, evaluation, metrics as metrics_lib,
                                  trainer)
 from sembridge_jax.train.state import ModelDef, TrainState, masked_cross_entropy
 
@@ -97,11 +97,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, rundir: str | pathlib.
       config_key=role.hparams_key)
   trained = trainer.train(task, config, rundir, benchmark, seed=seed,
                           stop_after_steps=stop_after_steps)
-  test_metrics, predictions = evaluator.final(trained.state)
-  evaluation.write_test_metrics(workdir_lib.test_metrics(rundir), test_metrics,
-                                benchmark.class_names, seconds=trained.seconds,
-                                finite=bool(divergence.all_finite(trained.state.params)))
-  evaluation.write_predictions(workdir_lib.predictions(rundir), predictions)
+  test_metrics = evaluator.finish(trained.state, rundir, seconds=trained.seconds)
   return TrainResult(test_metrics, trained.state, trained.modeldef, trained.seconds)
 
 

@@ -20,8 +20,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sembridge_jax import data as data_lib
-from sembridge_jax import sharding
-from sembridge_jax.train import metrics as metrics_lib
+from sembridge_jax import sharding, workdir as workdir_lib
+from sembridge_jax.train import divergence, metrics as metrics_lib
 from sembridge_jax.train.state import ModelDef, TrainState
 
 LogitsFn = Callable[[nnx.Module, jax.Array], jax.Array]
@@ -111,6 +111,16 @@ class ClassificationEvaluator:
     """The metrics of a trained state and its predictions (one pass over the split)."""
     metrics, _, predictions = self._evaluate(state, keep_predictions=True)
     return metrics, predictions
+
+  def finish(self, state: TrainState, rundir: pathlib.Path, *, seconds: float
+             ) -> metrics_lib.ClassificationMetrics:
+    """A finished run's last evaluation: ``test_metrics.json`` (with whether its
+    parameters are finite) and ``predictions.npz`` in ``rundir``; returns the metrics."""
+    metrics, predictions = self.final(state)
+    write_test_metrics(workdir_lib.test_metrics(rundir), metrics, self.benchmark.class_names,
+                       seconds=seconds, finite=bool(divergence.all_finite(state.params)))
+    write_predictions(workdir_lib.predictions(rundir), predictions)
+    return metrics
 
   def _evaluate(self, state: TrainState, keep_predictions: bool = False):
     if self._compiled is None:
