@@ -17,6 +17,7 @@ def get_config():
   c.data.synthetic.image_size = 32
   c.data.synthetic.ms_per_class = 10
   c.data.synthetic.rgb_per_class = 10
+  c.data.synthetic.extra_rgb_test_per_class = 5
   c.eval_batch_size = 16
 
   c.model.teacher = "shufflenet_v2_x0_5"

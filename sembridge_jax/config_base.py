@@ -41,6 +41,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.progress = True
   c.eval_batch_size = 256
+  # Test-split evaluation every N epochs (and after the last): each logs the epoch's train
+  # and test OA to metrics.jsonl; larger N spends less time evaluating long runs.
+  c.eval_every_epochs = 1
 
   c.data = dataset_config("synthetic")
 
@@ -127,7 +130,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   # Research read-outs (modules of sembridge_jax.analysis), called by the stages through
   # sembridge_jax.stages.reports. () turns them all off.
-  c.reports = ("synthetic_ground_truth", "kd_target_spread", "distillation_figures")
+  c.reports = ("synthetic_ground_truth", "kd_target_spread", "distillation_figures",
+               "learning_curves")
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 0     # 0: at the end of every epoch only
@@ -168,7 +172,7 @@ NUMERIC_RANGES = (
 )
 POSITIVE_INTEGERS = (
     *(f"{s}.{k}" for s in ("teacher", "student", "matcher", "distill") for k in ("epochs", "batch_size")),
-    "eval_batch_size", "distill.sinkhorn_iterations", "distill.common_dim", "distill.num_heads",
+    "eval_batch_size", "eval_every_epochs", "distill.sinkhorn_iterations", "distill.common_dim", "distill.num_heads",
     "matching.chunk_size", "matcher.plateau_patience", "checkpoint.max_to_keep", "benchmark.seeds",
 )
 BATCH_SIZES = ("teacher.batch_size", "student.batch_size", "matcher.batch_size",
@@ -215,8 +219,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   _require(config.data.rgb_size >= 32, "data.rgb_size", "an image size >= 32 pixels",
            config.data.rgb_size)
   if config.data.name == "synthetic":
-    _require(0.0 <= config.data.synthetic.semantic_overlap <= 1.0, "data.synthetic.semantic_overlap",
-             "a number in [0, 1]", config.data.synthetic.semantic_overlap)
+    from sembridge_jax import data as data_lib  # Local: imports TFDS.
+    data_lib.synthetic_parameters(config.data)   # Every generator parameter, one line each.
   elif config.data.name == "eurosat_asym":
     pass  # Without a manual_dir it downloads EuroSAT's two archives.
   elif not (config.data.manual_dir or config.data.download_url):

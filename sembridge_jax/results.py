@@ -4,6 +4,9 @@
 (``"student_only"``, ``"kd"``, ``"kd+sembridge"``, ``"dkd+sembridge"``, ...) to its
 mean and standard deviation over seeds of OA and macro precision / recall / F1, with
 the per-seed values under ``per_seed``; the config and the stage timings ride along.
+Under ``"comparisons"`` it lists the paired comparisons (`sembridge_jax.comparisons`) of
+each distillation method alone and under SemBridge with the student alone and with each
+other: ``{"a", "b", "diff", "ci95", "verdict", "seeds", "images"}``, OA points.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from sembridge_jax import workdir as workdir_lib
-from sembridge_jax.runs import Run
+from sembridge_jax import comparisons as comparisons_lib, workdir as workdir_lib
+from sembridge_jax.runs import STUDENT_ALONE, Run
 from sembridge_jax.workdir import Workdir
 
 METRICS = ("oa", "macro_precision", "macro_recall", "macro_f1")
@@ -81,6 +84,67 @@ def collect_results(workdir: Workdir) -> dict[str, Any]:
     if per_seed:
       results[name] = summarize_seeds(per_seed)
   return results
+
+
+def read_correctness(folder: pathlib.Path, reference_ids: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+  """(ids, 0/1 correctness per test image) of a finished run's ``predictions.npz``, in
+  the order of ``reference_ids`` when given; None for a run saved without predictions."""
+  path = workdir_lib.predictions(folder)
+  if not path.exists():
+    return None
+  with np.load(path) as saved:
+    ids = saved["ids"]
+    correct = comparisons_lib.correctness(ids, saved["labels"], saved["logits"], reference_ids)
+  return (ids if reference_ids is None else np.asarray(reference_ids)), correct
+
+
+def compare_runs(a: str, a_folders: Mapping[int, pathlib.Path], b: str,
+                 b_folders: Mapping[int, pathlib.Path]) -> comparisons_lib.Comparison | None:
+  """Run ``a`` against run ``b`` (``{seed: run folder}`` each) over the seeds both have
+  predictions for, image by image; None when they share no such seed."""
+  seeds = sorted(set(a_folders) & set(b_folders))
+  reference = next((read_correctness(b_folders[s]) for s in seeds
+                    if workdir_lib.predictions(b_folders[s]).exists()), None)
+  if reference is None:
+    return None
+  correct: dict[str, dict[int, np.ndarray]] = {a: {}, b: {}}
+  for seed in seeds:
+    found = [read_correctness(f[seed], reference[0]) for f in (a_folders, b_folders)]
+    if all(found):
+      correct[a][seed], correct[b][seed] = found[0][1], found[1][1]
+  if not correct[a]:
+    return None
+  return comparisons_lib.compare(a, b, correct[a], correct[b])
+
+
+def collect_comparisons(workdir: Workdir, results: Mapping[str, Any]
+                        ) -> list[comparisons_lib.Comparison]:
+  """For every distillation method among the workdir's runs: the method alone vs the
+  student alone, the method + SemBridge vs the student alone, and the two against each
+  other (those whose runs exist)."""
+  folders: dict[str, dict[int, pathlib.Path]] = {}
+  for run in workdir.finished_runs():
+    if run.name in results:  # Left out of the results (not finite): left out here too.
+      folders.setdefault(run.name, {})[run.seed] = workdir.run(run)
+  wanted: list[tuple[str, str]] = []
+  for method in dict.fromkeys(Run.parse(n).method for n in folders if Run.parse(n).is_distillation):
+    alone, with_sembridge = Run(method).name, Run(method, True).name
+    wanted += [(alone, STUDENT_ALONE), (with_sembridge, STUDENT_ALONE), (with_sembridge, alone)]
+  found = [compare_runs(a, folders[a], b, folders[b]) for a, b in wanted
+           if a in folders and b in folders]
+  return [c for c in found if c is not None]
+
+
+def comparisons_text(results: Mapping[str, Any]) -> str:
+  """The paired comparisons of ``results["comparisons"]`` as a Markdown table."""
+  found = [comparisons_lib.Comparison(c["a"], c["b"], c["diff"], tuple(c["ci95"]), c["verdict"],
+                                      tuple(c["seeds"]), c["images"])
+           for c in results.get("comparisons", ())]
+  if not found:
+    return ""
+  labels = {name: Run.parse(name).label for c in found for name in (c.a, c.b)}
+  return comparisons_lib.comparisons_table(found, labels)
 
 
 def run_names(results: Mapping[str, Any]) -> list[str]:

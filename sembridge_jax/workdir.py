@@ -118,6 +118,11 @@ def predictions(folder: pathlib.Path) -> pathlib.Path:
   return folder / "predictions.npz"
 
 
+def learning_curve(folder: pathlib.Path) -> pathlib.Path:
+  """A finished run's train and test OA per epoch (PNG)."""
+  return folder / "learning_curve.png"
+
+
 def figures(folder: pathlib.Path) -> pathlib.Path:
   return folder / "figures"
 

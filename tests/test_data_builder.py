@@ -166,6 +166,30 @@ def test_synthetic_configs_do_not_collide(tmp_path):
       == "synthetic"
 
 
+def test_synthetic_test_only_scenes_join_rgb_test_with_their_labels(tmp_path):
+  config = data.default_data_config("synthetic")
+  config.synthetic.update(num_classes=3, ms_bands=5, image_size=8, ms_per_class=4,
+                          rgb_per_class=5, extra_rgb_test_per_class=4)
+  benchmark = data.load_benchmark(config, data_dir=tmp_path)
+  assert benchmark.builder.builder_config.name.endswith("_extratest4")
+  train_files = benchmark.filenames("rgb_train")
+  test_files = benchmark.filenames("rgb_test")
+  assert len(train_files) == 12 and len(test_files) == 3 + 12
+  assert not [f for f in train_files if f.startswith("RGB_TEST/")]
+  assert len([f for f in test_files if f.startswith("RGB_TEST/")]) == 12
+  for split in ("rgb_train", "rgb_test", "ms_train", "ms_test"):
+    ids = benchmark.ids(split)
+    assert np.all(np.diff(ids) > 0), split           # Records in ascending id order.
+    stored = [int(record["label"]) for record in benchmark.sources[split]]
+    np.testing.assert_array_equal(benchmark.labels(split), stored, err_msg=split)
+    assert [int(r["id"]) for r in benchmark.sources[split]] == ids.tolist()
+  # Without them, the split is the one of dataset 1.1.0 (the other scenes are unchanged).
+  config.synthetic.extra_rgb_test_per_class = 0
+  before = data.load_benchmark(config, data_dir=tmp_path)
+  assert before.filenames("rgb_train") == train_files
+  assert before.filenames("rgb_test") == [f for f in test_files if f.startswith("RGB/")]
+
+
 # --- Bad input: every case raises InvalidBenchmarkError naming the file, writes nothing. ---
 
 def _break(root: pathlib.Path, case: str) -> str:

@@ -151,6 +151,28 @@ def test_pipeline_writes_results_with_all_keys(tiny_pipeline):
   spread = results["kd_target_spread"]
   assert 0.0 <= spread["within_class"] <= 1.0 and 0.0 <= spread["between_class"] <= 1.0
   assert set(spread["per_class"]) == {"0", "1", "2"} and spread["temperature"] == 3.0
+  # The paired comparisons, one seed: the interval covers the test images only.
+  found = {(c["a"], c["b"]): c for c in results["comparisons"]}
+  assert set(found) == {("kd", "student_only"), ("kd+sembridge", "student_only"),
+                        ("kd+sembridge", "kd")}
+  for c in found.values():
+    assert c["ci95"][0] <= c["diff"] <= c["ci95"][1]
+    assert c["verdict"] in ("better", "worse", "no detectable difference")
+    # configs/tiny.py: 3 classes x (2 of 10 held out + 5 test-only) RGB test images.
+    assert c["seeds"] == [0] and c["images"] == 21
+  # Every run logs its train and test OA per epoch and draws them.
+  rundir = workdir / "distill" / "kd+sembridge" / "seed_0"
+  rows = [json.loads(line) for line in (rundir / "metrics.jsonl").read_text().splitlines()]
+  evaluated = [r for r in rows if "eval/oa" in r]
+  assert [r["eval/epoch"] for r in evaluated] == [1, 2]
+  assert all(0.0 <= r["eval/train_oa"] <= 1.0 for r in evaluated)
+  for folder in (rundir, workdir / "student_only" / "seed_0", workdir / "teacher"):
+    assert (folder / "learning_curve.png").stat().st_size > 0
+  curves = results["learning_curves"]
+  assert set(curves) == {"student_only", "kd", "kd+sembridge"}
+  assert curves["kd"]["epochs"] == 2
+  assert curves["kd"]["final_test_oa"] == pytest.approx(results["kd"]["oa"])
+  assert (workdir / "figures" / "learning_curves.png").stat().st_size > 0
 
 
 def test_match_stage_on_class_centred_embeddings(tiny_pipeline, tiny_setup, tmp_path):

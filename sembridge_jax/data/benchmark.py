@@ -119,9 +119,13 @@ class Benchmark:
     return np.asarray(self._split_metadata(split)["ids"], np.int64)
 
   def labels(self, split: str) -> np.ndarray:
-    """Labels of ``split`` in source order (int64), from the metadata's class counts."""
-    counts = self._split_metadata(split)["class_counts"]
-    return np.repeat(np.arange(self.num_classes), counts)
+    """Labels of ``split`` in source order (int64): the metadata's ``labels`` (builder
+    1.2.0 on), else from its class counts (earlier builds list records class by class;
+    1.2.0's synthetic test split, with its test-only scenes after the others, does not)."""
+    metadata = self._split_metadata(split)
+    if "labels" in metadata:
+      return np.asarray(metadata["labels"], np.int64)
+    return np.repeat(np.arange(self.num_classes), metadata["class_counts"])
 
   def filenames(self, split: str) -> list[str]:
     return list(self._split_metadata(split)["filenames"])

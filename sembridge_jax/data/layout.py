@@ -161,6 +161,18 @@ def scan(root: pathlib.Path, spec: DatasetSpec) -> DatasetFiles:
   return DatasetFiles(root, tuple(listed["MS"]), tuple(listed["RGB"]))
 
 
+def scan_extra_test(folder: pathlib.Path, spec: DatasetSpec, *, first_id: int
+                    ) -> list[SourceFile]:
+  """The RGB images of ``folder/<class>/`` (test-only scenes, e.g. the synthetic
+  generator's ``RGB_TEST``), with ids from ``first_id`` on; none if it does not exist."""
+  files = []
+  for label, name in enumerate(spec.class_names):
+    images = [e for e in _list_dir(folder / name) if not e.is_dir()
+              and e.name.lower().endswith(RGB_EXTENSIONS)] if (folder / name).is_dir() else []
+    files += [(label, f"{folder.name}/{name}/{e.name}", pathlib.Path(e.path)) for e in images]
+  return [SourceFile(first_id + i, *f) for i, f in enumerate(files)]
+
+
 def stratified_test_mask(labels: Sequence[int], *, test_fraction: float, seed: int,
                          stream: int = 0) -> np.ndarray:
   """Boolean mask of the test records: ``round(test_fraction * n_c)`` per class, at least

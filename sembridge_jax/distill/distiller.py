@@ -161,7 +161,8 @@ def distill(config: ml_collections.ConfigDict, benchmark, gallery: Gallery, run:
       config_key="distill", suspects=divergence_suspects(config, run))
   trained = trainer.train(task, config, rundir, benchmark, seed=run.seed,
                           stop_after_steps=stop_after_steps)
-  test_metrics = evaluator.finish(trained.state, rundir, seconds=trained.seconds)
+  test_metrics = evaluator.finish(trained.state, rundir, seconds=trained.seconds,
+                                  history=trained.history, label=task.name)
   return {**test_metrics.as_dict(), "seconds": trained.seconds, "state": trained.state,
           "modeldef": trained.modeldef}
 

@@ -6,13 +6,15 @@ its term in KD's place). Teachers are trained once per teacher architecture and 
 matcher once, then shared by all cells. Finished cells (a ``test_metrics.json``) are
 skipped, so a re-run resumes where it stopped. Writes ``DIR/benchmark.csv`` (one row
 per cell and seed) and ``DIR/benchmark.md`` (mean +- std over seeds, best per column
-in bold; OA and macro-F1 tables).
+in bold; OA and macro-F1 tables; each method + SemBridge vs the same method alone with
+its paired 95% interval and verdict, also under ``"comparisons"`` in ``DIR/results.json``).
 """
 
 from __future__ import annotations
 
 import csv
 import itertools
+import json
 from typing import Any
 
 import jax
@@ -20,11 +22,12 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from sembridge_jax import workdir as workdir_lib
+from sembridge_jax import comparisons as comparisons_lib, workdir as workdir_lib
 from sembridge_jax.distill import distiller, gallery as gallery_lib
 from sembridge_jax.distill.methods import parse_methods
 from sembridge_jax.models.pairs import pair_name, parse_pairs
-from sembridge_jax.results import NonFiniteRun, format_metrics, read_test_metrics, say
+from sembridge_jax.results import (NonFiniteRun, compare_runs, format_metrics, read_test_metrics,
+                                   say, write_results)
 from sembridge_jax.runs import Run
 from sembridge_jax.stages.common import Stage, as_workdir, load_benchmark
 from sembridge_jax.stages.matcher import match, train_matcher
@@ -74,8 +77,11 @@ def run_benchmark(config: ml_collections.ConfigDict, workdir, benchmark=None) ->
   bar.close()
 
   rows = collect_cells(workdir, pairs, methods, seeds)
+  comparisons = cell_comparisons(workdir, pairs, methods, seeds)
   if jax.process_index() == 0:
-    write_tables(workdir, rows, pairs, methods)
+    write_tables(workdir, rows, pairs, methods, comparisons)
+    merge_comparisons(workdir, comparisons)
+  say(comparisons_lib.comparisons_table(comparisons))
   if diverged:
     say(f"benchmark: {len(diverged)} cell(s) diverged and are not in the tables: "
         + "; ".join(diverged))
@@ -107,7 +113,38 @@ def collect_cells(workdir: Workdir, pairs, methods, seeds) -> list[dict[str, Any
   return rows
 
 
-def write_tables(workdir: Workdir, rows: list[dict[str, Any]], pairs, methods) -> None:
+def cell_comparisons(workdir: Workdir, pairs, methods, seeds
+                     ) -> list[comparisons_lib.Comparison]:
+  """Per architecture pair and method: the method + SemBridge vs the method alone, paired
+  over test images and seeds. Runs are named ``<pair>/<run name>``."""
+  def finished(teacher: str, student: str, run: Run) -> dict[int, Any]:
+    folders = {seed: workdir.benchmark_run(teacher, student, run.with_seed(seed)) for seed in seeds}
+    return {s: f for s, f in folders.items() if workdir_lib.test_metrics(f).exists()}
+
+  found = []
+  for (teacher, student), method in itertools.product(pairs, methods):
+    folders = {sembridge: finished(teacher, student, Run(method, sembridge))
+               for sembridge in (True, False)}
+    prefix = pair_name((teacher, student))
+    comparison = compare_runs(f"{prefix}/{Run(method, True).name}", folders[True],
+                              f"{prefix}/{Run(method).name}", folders[False])
+    if comparison is not None:
+      found.append(comparison)
+  return found
+
+
+def merge_comparisons(workdir: Workdir, comparisons: list[comparisons_lib.Comparison]) -> None:
+  """Adds the benchmark's comparisons to ``results.json``'s ``"comparisons"`` (replacing
+  those of the same two runs), keeping whatever else the file holds."""
+  results = json.loads(workdir.results.read_text()) if workdir.results.exists() else {}
+  new = {(c.a, c.b): c.as_dict() for c in comparisons}
+  kept = [c for c in results.get("comparisons", []) if (c["a"], c["b"]) not in new]
+  results["comparisons"] = kept + list(new.values())
+  write_results(workdir, results)
+
+
+def write_tables(workdir: Workdir, rows: list[dict[str, Any]], pairs, methods,
+                 comparisons: list[comparisons_lib.Comparison] = ()) -> None:
   with workdir.benchmark_csv.open("w", newline="") as f:
     writer = csv.DictWriter(f, fieldnames=["pair", "teacher", "student", "method", "sembridge",
                                            "seed", "oa", "macro_f1", "seconds"])
@@ -115,6 +152,9 @@ def write_tables(workdir: Workdir, rows: list[dict[str, Any]], pairs, methods) -
     writer.writerows(rows)
   sections = [markdown_table(rows, pairs, methods, metric, title)
               for metric, title in (("oa", "Overall accuracy (%)"), ("macro_f1", "Macro F1 (%)"))]
+  if comparisons:
+    sections.append("**+ SemBridge vs the same method alone** (paired over test images and "
+                    "seeds)\n" + comparisons_lib.comparisons_table(comparisons))
   workdir.benchmark_md.write_text("\n\n".join(sections) + "\n")
 
 

@@ -29,10 +29,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir, benchmark=None) -> dict
 
 def report_results(config: ml_collections.ConfigDict, workdir: Workdir,
                    results: dict[str, Any]) -> None:
-  """Adds the configured reports' read-outs, writes results.json, prints the tables."""
+  """Adds the paired comparisons and the configured reports' read-outs, writes
+  results.json, prints the tables."""
+  results["comparisons"] = [c.as_dict() for c in results_lib.collect_comparisons(workdir, results)]
   results.update(reports.call(config, "results", workdir=workdir, results=results))
   results_lib.write_results(workdir, results)
   results_lib.say(results_lib.results_table(results))
+  if results["comparisons"]:
+    results_lib.say(results_lib.comparisons_text(results))
   for text in reports.describe(config, results):
     results_lib.say(text)
 

@@ -97,7 +97,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, rundir: str | pathlib.
       config_key=role.hparams_key)
   trained = trainer.train(task, config, rundir, benchmark, seed=seed,
                           stop_after_steps=stop_after_steps)
-  test_metrics = evaluator.finish(trained.state, rundir, seconds=trained.seconds)
+  test_metrics = evaluator.finish(trained.state, rundir, seconds=trained.seconds,
+                                  history=trained.history, label=task.name)
   return TrainResult(test_metrics, trained.state, trained.modeldef, trained.seconds)
 
 

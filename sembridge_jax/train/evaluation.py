@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import ml_collections
@@ -20,7 +20,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from sembridge_jax import data as data_lib
-from sembridge_jax import sharding, workdir as workdir_lib
+from sembridge_jax import sharding, viz, workdir as workdir_lib
 from sembridge_jax.train import divergence, metrics as metrics_lib
 from sembridge_jax.train.state import ModelDef, TrainState
 
@@ -112,14 +112,17 @@ class ClassificationEvaluator:
     metrics, _, predictions = self._evaluate(state, keep_predictions=True)
     return metrics, predictions
 
-  def finish(self, state: TrainState, rundir: pathlib.Path, *, seconds: float
+  def finish(self, state: TrainState, rundir: pathlib.Path, *, seconds: float,
+             history: Sequence[dict[str, float]] = (), label: str = ""
              ) -> metrics_lib.ClassificationMetrics:
     """A finished run's last evaluation: ``test_metrics.json`` (with whether its
-    parameters are finite) and ``predictions.npz`` in ``rundir``; returns the metrics."""
+    parameters are finite), ``predictions.npz`` and, from the per-epoch ``history``,
+    ``learning_curve.png`` in ``rundir``; returns the metrics."""
     metrics, predictions = self.final(state)
     write_test_metrics(workdir_lib.test_metrics(rundir), metrics, self.benchmark.class_names,
                        seconds=seconds, finite=bool(divergence.all_finite(state.params)))
     write_predictions(workdir_lib.predictions(rundir), predictions)
+    write_learning_curve(workdir_lib.learning_curve(rundir), history, label or rundir.name)
     return metrics
 
   def _evaluate(self, state: TrainState, keep_predictions: bool = False):
@@ -128,6 +131,15 @@ class ClassificationEvaluator:
     eval_step, mesh = self._compiled
     return evaluate_split(eval_step, state, self.benchmark, self.split, self.config, mesh,
                           keep_predictions=keep_predictions)
+
+
+def write_learning_curve(path: pathlib.Path, history: Sequence[dict[str, float]],
+                         label: str) -> None:
+  """The run's train and test OA per epoch as a PNG (nothing without evaluated epochs)."""
+  if jax.process_index() != 0 or not any("oa" in row for row in history):
+    return
+  path.parent.mkdir(parents=True, exist_ok=True)
+  viz.plot_learning_curves({label: history}, title=f"{label}: {path.parent}").savefig(path, dpi=110)
 
 
 def write_predictions(path: pathlib.Path, predictions: Predictions) -> None:

@@ -214,7 +214,8 @@ def train(task: Task, config: ml_collections.ConfigDict, rundir: pathlib.Path,
         iterator=iterator, evaluate=task.make_evaluate(modeldef, mesh), mesh=mesh,
         num_epochs=hparams.epochs, steps_per_epoch=steps, global_batch_size=hparams.batch_size,
         checkpointer=checkpointer, writer=writer, best_rule=task.best,
-        checkpoint_every_steps=config.checkpoint.every_steps, hooks=task.hooks,
+        checkpoint_every_steps=config.checkpoint.every_steps,
+        eval_every_epochs=config.get("eval_every_epochs", 1), hooks=task.hooks,
         desc=task.name, progress=config.progress, stop_after_steps=stop_after_steps,
         suspects=divergence_suspects(task, config))
   except BaseException:
@@ -240,6 +241,29 @@ def divergence_suspects(task: Task, config: ml_collections.ConfigDict) -> tuple[
   if config.model.dtype != "float32":
     suspects.append(f"config.model.dtype={config.model.dtype!r}")
   return (*suspects, *task.suspects)
+
+
+class EpochAccuracy:
+  """The training accuracy of the current epoch: the mean of the steps' ``accuracy``
+  (each step's batch in training mode: augmented, BatchNorm on batch statistics), summed
+  on the device so that no step waits for it. After a resume mid-epoch it covers the
+  steps since the resume."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    self._sum, self._steps = None, 0
+
+  def add(self, step_metrics: dict[str, jax.Array]) -> None:
+    if "accuracy" in step_metrics:
+      accuracy = step_metrics["accuracy"]
+      self._sum = accuracy if self._sum is None else self._sum + accuracy
+      self._steps += 1
+
+  def mean(self) -> dict[str, float]:
+    """``{"train_oa": ...}``, or nothing for a task whose loss reports no accuracy."""
+    return {} if not self._steps else {"train_oa": float(self._sum) / self._steps}
 
 
 def fit(*, modeldef: ModelDef, state: TrainState,
@@ -298,6 +322,7 @@ def fit(*, modeldef: ModelDef, state: TrainState,
     checkpointer.save(at_step, state, iterator_state=iterator.get_state(), meta=meta,
                       best=is_best)
 
+  train_oa = EpochAccuracy()
   show = progress and jax.process_index() == 0
   bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not show, dynamic_ncols=True,
              unit="step", leave=True)
@@ -312,6 +337,7 @@ def fit(*, modeldef: ModelDef, state: TrainState,
     state, step_metrics = train_step(state, sharding.put_batch(batch, mesh))
     step += 1
     finite.add(step, step_metrics)
+    train_oa.add(step_metrics)
 
     if step % max(1, min(steps_per_epoch, 10)) == 0 or step == total_steps:
       finite.check()
@@ -335,6 +361,7 @@ def fit(*, modeldef: ModelDef, state: TrainState,
       if finished_epoch % eval_every_epochs == 0 or step == total_steps:
         eval_metrics = evaluate(state)
         finite.check_evaluation(step, eval_metrics)
+        eval_metrics.update(train_oa.mean())
         eval_metrics["epoch"] = finished_epoch
         history.append(eval_metrics)
         writer.write(step, {f"eval/{k}": v for k, v in eval_metrics.items()})
@@ -347,6 +374,7 @@ def fit(*, modeldef: ModelDef, state: TrainState,
               f"{k}={v:.4f}" for k, v in eval_metrics.items() if k != "epoch"))
       else:
         is_best = False
+      train_oa.reset()
       if hooks.on_epoch_end:
         state = hooks.on_epoch_end(finished_epoch - 1, state, eval_metrics)
       save(step, is_best=is_best)

@@ -69,11 +69,13 @@ def config_name(dataset: str, *, split_seed: int = 0,
     default = synthetic.SyntheticParameters()
     short = {"num_classes": "classes", "ms_bands": "bands", "image_size": "size",
              "ms_per_class": "ms", "rgb_per_class": "rgb", "semantic_overlap": "overlap",
-             "scene_variation": "scenes", "seed": "seed"}
+             "scene_variation": "scenes", "extra_rgb_test_per_class": "extratest",
+             "pair_evidence": "pairs", "seed": "seed"}
     for field in dataclasses.fields(synthetic.SyntheticParameters):
       value = getattr(synthetic_params, field.name)
       if value != getattr(default, field.name):
-        parts.append(f"{short[field.name]}{value:g}")
+        parts.append(f"{short[field.name]}{value:g}" if not isinstance(value, str)
+                     else f"{short[field.name]}{value}")
   if split_by != "scene":
     parts.append(f"by{split_by}")
   if split_seed != 0:
@@ -119,12 +121,15 @@ _LAYOUT_HELP = "\n".join(
 class Builder(tfds.core.GeneratorBasedBuilder):
   """The asymmetric MS/RGB benchmark (SemBridge, METHOD section 5)."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {
       "1.0.0": "Initial release.",
       "1.1.0": "synthetic: per-scene condition shared by both regions (scene_variation, "
                "default 0.5; 1.0.0's synthetic data is scene_variation=0). Real datasets "
                "unchanged.",
+      "1.2.0": "synthetic: 480 test-only RGB scenes per class (extra_rgb_test_per_class; "
+               "rgb_test grows from 240 to 5,040 images, every other split is unchanged; "
+               "extra_rgb_test_per_class=0 is 1.1.0's data). Real datasets unchanged.",
   }
   BUILDER_CONFIGS = [make_config(name) for name in specs.DATASET_NAMES]
   DEFAULT_BUILDER_CONFIG_NAME = specs.SYNTHETIC
@@ -256,6 +261,9 @@ The 'synthetic' config needs no files.
         "rgb_train": [f for f, t in zip(files.rgb, rgb_test) if not t],
         "rgb_test": [f for f, t in zip(files.rgb, rgb_test) if t],
     }
+    if config.dataset == specs.SYNTHETIC:
+      split_files["rgb_test"] += layout.scan_extra_test(
+          root / synthetic.EXTRA_RGB_TEST_FOLDER, spec, first_id=len(files.rgb))
     empty = [errors.Problem(str(root / name.split("_")[0].upper()),
                             f"files for a non-empty {name} split (two or more in some class)",
                             "one file per class") for name, records in split_files.items()
@@ -307,6 +315,7 @@ def _metadata(config: AckdBenchmarkConfig, spec: specs.DatasetSpec, provenance: 
                         "std": stats.std.tolist(), "max": stats.max.tolist()},
       "splits": {
           name: {"ids": [f.id for f in records],
+                 "labels": [f.label for f in records],
                  "filenames": [f.relpath for f in records],
                  "class_counts": np.bincount([f.label for f in records],
                                              minlength=spec.num_classes).tolist()}
