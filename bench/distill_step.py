@@ -1,6 +1,6 @@
 """Images/s of the full SemBridge distillation step for the paper's six pairs.
 
-  python bench/distill_step.py [--batch 64] [--size 64] [--steps 10] [--pairs all]
+  python bench/distill_step.py [--batch 64] [--size 64] [--steps 10] [--pairs all] [--no-ot]
 
 Two variants per pair (batch 64, 64x64 RGB, 10-band MS, 10 classes):
 * gallery: the step as the project runs it -- the matched teachers' logits, pooled
@@ -16,6 +16,7 @@ import argparse
 import sys
 import time
 import pathlib
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -53,19 +54,43 @@ def teacher_gallery(teacher_model, size: int) -> Gallery:
                  tokens=rng.normal(size=(GALLERY, n, d)).astype(np.float32))
 
 
-def time_steps(step, state, args, steps: int) -> float:
-  state, metrics = step(state, *args)  # Compile + warm-up.
-  jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, *args)
-  jax.block_until_ready(metrics)
-  return (time.perf_counter() - start) / steps
+class TimedStep:
+  """A jitted train step with its own state: ``warm_up()`` compiles it (one step),
+  ``seconds_per_step(steps)`` times ``steps`` more, each call continuing the training."""
+
+  def __init__(self, step, state, args):
+    self.step, self.state, self.args = step, state, args
+
+  def warm_up(self) -> dict:
+    self.state, metrics = self.step(self.state, *self.args)
+    return jax.block_until_ready(metrics)
+
+  def seconds_per_step(self, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+      self.state, metrics = self.step(self.state, *self.args)
+    jax.block_until_ready(metrics)
+    return (time.perf_counter() - start) / steps
 
 
-def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, steps: int):
+class PairBench(NamedTuple):
+  """One teacher -> student pair, ready to time; the modules and arrays are the
+  initial ones (no step has run), for building a twin elsewhere (bench/compare_pytorch.py)."""
+  teacher: nnx.Module               # eval mode
+  distiller: step_lib.Distiller     # student + alignment head
+  gallery: Gallery                  # host arrays
+  batch: dict[str, np.ndarray]      # host arrays, NHWC images
+  options: step_lib.StepOptions
+  steps: dict[str, TimedStep]       # "gallery", "teacher_inside"
+
+
+def build_pair(teacher_name: str, student_name: str, batch: int, size: int, *,
+               use_ot: bool = True) -> PairBench:
+  """The two variants of the module docstring; ``use_ot=False`` drops the OT term
+  (``config.distill.use_ot``)."""
   config = config_base.validate_config(synthetic.get_config())
   config.model.student = student_name
+  config.distill.use_ot = use_ot
   mesh = sharding.make_mesh()
   teacher = models.create_model(teacher_name, num_classes=NUM_CLASSES, in_channels=MS_BANDS,
                                 rngs=nnx.Rngs(0))
@@ -78,14 +103,14 @@ def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, step
   fresh_state = lambda: sharding.put_replicated(jax.tree.map(jnp.array, state), mesh)
   rng = np.random.default_rng(0)
   labels = (np.arange(batch) % NUM_CLASSES).astype(np.int32)
-  data = sharding.put_batch({
+  host_batch = {
       "image": rng.normal(size=(batch, size, size, 3)).astype(np.float32), "label": labels,
       "mask": np.ones(batch, bool), "teacher_row": labels.copy(),
-      "teacher_image": rng.normal(size=(batch, size, size, MS_BANDS)).astype(np.float32)}, mesh)
+      "teacher_image": rng.normal(size=(batch, size, size, MS_BANDS)).astype(np.float32)}
+  data = sharding.put_batch(host_batch, mesh)
 
   gallery_step = trainer.make_train_step(modeldef, tx, mesh, step_lib.make_distillation_loss(options))
   device_gallery = sharding.put_replicated(gallery, mesh)
-  with_gallery = time_steps(gallery_step, fresh_state(), (data, device_gallery), steps)
 
   # The authors' way: run the frozen teacher on the matched MS images in every step.
   teacher_def, teacher_params, teacher_rest = nnx.split(teacher, nnx.Param, ...)
@@ -102,8 +127,20 @@ def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, step
                                       epoch, options)
 
   inside = trainer.make_train_step(modeldef, tx, mesh, teacher_inside_loss)
-  with_teacher = time_steps(inside, fresh_state(), (data, teacher_vars), steps)
-  return batch / with_gallery, batch / with_teacher
+  return PairBench(teacher, distiller, gallery, host_batch, options, {
+      "gallery": TimedStep(gallery_step, fresh_state(), (data, device_gallery)),
+      "teacher_inside": TimedStep(inside, fresh_state(), (data, teacher_vars))})
+
+
+def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, steps: int, *,
+               use_ot: bool = True) -> tuple[float, float]:
+  """Images/s of the gallery and the teacher-inside step."""
+  pair = build_pair(teacher_name, student_name, batch, size, use_ot=use_ot)
+  images_per_second = []
+  for variant in ("gallery", "teacher_inside"):
+    pair.steps[variant].warm_up()
+    images_per_second.append(batch / pair.steps[variant].seconds_per_step(steps))
+  return tuple(images_per_second)
 
 
 def main() -> None:
@@ -112,6 +149,7 @@ def main() -> None:
   parser.add_argument("--size", type=int, default=64)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--pairs", default="all", help="all, or e.g. 0,3 (indices into the six)")
+  parser.add_argument("--no-ot", action="store_true", help="without the OT term")
   args = parser.parse_args()
   pairs = ALL_PAIRS if args.pairs == "all" else [ALL_PAIRS[int(i)] for i in args.pairs.split(",")]
   devices = jax.devices()
@@ -119,7 +157,8 @@ def main() -> None:
         f"batch {args.batch}, {args.size}x{args.size}, {NUM_CLASSES} classes")
   print("\n| pair | gallery step (img/s) | teacher inside (img/s) | speed-up |\n|---|---|---|---|")
   for teacher, student in pairs:
-    gallery_ips, teacher_ips = bench_pair(teacher, student, args.batch, args.size, args.steps)
+    gallery_ips, teacher_ips = bench_pair(teacher, student, args.batch, args.size, args.steps,
+                                          use_ot=not args.no_ot)
     print(f"| {pair_name((teacher, student))} | {gallery_ips:.0f} | {teacher_ips:.0f} | "
           f"{gallery_ips / teacher_ips:.2f}x |", flush=True)
 

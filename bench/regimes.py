@@ -175,7 +175,7 @@ def train_cell_seed(cell: Cell, seed: int) -> None:
 # -- reading the finished runs ------------------------------------------------------------
 def collect(out: pathlib.Path) -> tuple[list[dict], list[dict]]:
   """(per-run rows, per-cell-and-arm summary rows) of every finished run."""
-  from sembridge_jax import comparisons, workdir as workdir_lib
+  from sembridge_jax import comparisons, results as results_lib, workdir as workdir_lib
   from sembridge_jax.analysis import learning_curves
   runs, summary = [], []
   for key in itertools.product(PER_CLASS, EVIDENCE, SCENE_VARIATION):
@@ -186,9 +186,7 @@ def collect(out: pathlib.Path) -> tuple[list[dict], list[dict]]:
       rundir = cell.run_dir(arm, seed)
       if not workdir_lib.predictions(rundir).exists():
         continue
-      with np.load(workdir_lib.predictions(rundir)) as p:
-        correct.setdefault(arm, {})[seed] = comparisons.correctness(p["ids"], p["labels"],
-                                                                    p["logits"])
+      correct.setdefault(arm, {})[seed] = results_lib.read_correctness(rundir)
       histories.setdefault(arm, []).append(learning_curves.read_history(rundir))
       runs.append({"cell": cell.name, "per_class": key[0], "pair_evidence": key[1],
                    "scene_variation": key[2], "arm": arm, "seed": seed,

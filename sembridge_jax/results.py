@@ -87,35 +87,38 @@ def collect_results(workdir: Workdir) -> dict[str, Any]:
 
 
 def read_correctness(folder: pathlib.Path, reference_ids: np.ndarray | None = None
-                     ) -> tuple[np.ndarray, np.ndarray] | None:
-  """(ids, 0/1 correctness per test image) of a finished run's ``predictions.npz``, in
-  the order of ``reference_ids`` when given; None for a run saved without predictions."""
+                     ) -> np.ndarray | None:
+  """0/1 correctness per test image of a finished run's ``predictions.npz`` (in the
+  order of ``reference_ids`` when given); None for a run saved without predictions."""
   path = workdir_lib.predictions(folder)
   if not path.exists():
     return None
   with np.load(path) as saved:
-    ids = saved["ids"]
-    correct = comparisons_lib.correctness(ids, saved["labels"], saved["logits"], reference_ids)
-  return (ids if reference_ids is None else np.asarray(reference_ids)), correct
+    return comparisons_lib.correctness(saved["ids"], saved["labels"], saved["logits"],
+                                       reference_ids)
 
 
 def compare_runs(a: str, a_folders: Mapping[int, pathlib.Path], b: str,
                  b_folders: Mapping[int, pathlib.Path]) -> comparisons_lib.Comparison | None:
   """Run ``a`` against run ``b`` (``{seed: run folder}`` each) over the seeds both have
   predictions for, image by image; None when they share no such seed."""
-  seeds = sorted(set(a_folders) & set(b_folders))
-  reference = next((read_correctness(b_folders[s]) for s in seeds
-                    if workdir_lib.predictions(b_folders[s]).exists()), None)
-  if reference is None:
+  # Two dicts, not one keyed by name: a run may be compared with a namesake (the same
+  # run name in another workdir, e.g. 30 epochs against 15).
+  correct_a: dict[int, np.ndarray] = {}
+  correct_b: dict[int, np.ndarray] = {}
+  reference_ids = None   # The first run read fixes the image order for all the others.
+  for seed in sorted(set(a_folders) & set(b_folders)):
+    paths = [workdir_lib.predictions(f[seed]) for f in (a_folders, b_folders)]
+    if not all(p.exists() for p in paths):
+      continue
+    if reference_ids is None:
+      with np.load(paths[1]) as saved:
+        reference_ids = saved["ids"]
+    correct_a[seed] = read_correctness(a_folders[seed], reference_ids)
+    correct_b[seed] = read_correctness(b_folders[seed], reference_ids)
+  if not correct_a:
     return None
-  correct: dict[str, dict[int, np.ndarray]] = {a: {}, b: {}}
-  for seed in seeds:
-    found = [read_correctness(f[seed], reference[0]) for f in (a_folders, b_folders)]
-    if all(found):
-      correct[a][seed], correct[b][seed] = found[0][1], found[1][1]
-  if not correct[a]:
-    return None
-  return comparisons_lib.compare(a, b, correct[a], correct[b])
+  return comparisons_lib.compare(a, b, correct_a, correct_b)
 
 
 def collect_comparisons(workdir: Workdir, results: Mapping[str, Any]

@@ -8,11 +8,19 @@ import os
 import pathlib
 import subprocess
 import sys
+import tempfile
 import threading
 
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Most of the suite's time is XLA compiling the same small programs again in every test
+# and subprocess (the tiny pipeline, the notebook, the CLI, two hosts). A persistent
+# compilation cache shared by the xdist workers and the subprocesses they start (the
+# variable is inherited) compiles each once per machine. Set before JAX is imported.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
+                      str(pathlib.Path(tempfile.gettempdir()) / f"sembridge-jax-tests-xla-{os.getuid()}"))
 
 
 def shipped_config(name: str):

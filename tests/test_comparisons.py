@@ -106,3 +106,18 @@ def test_a_workdirs_runs_give_the_three_comparisons(tmp_path):
   assert "| SemBridge vs student alone (RGB) |" in text
   assert "| SemBridge vs KD, random same-class pairs |" in text
   assert "better" in text
+
+
+def test_a_run_compared_with_its_namesake_in_another_workdir(tmp_path):
+  rng = np.random.default_rng(1)
+  labels = rng.integers(0, 3, 200)
+  folders = {}
+  for name, p in (("short", 0.4), ("long", 0.9)):
+    folders[name] = {}
+    for seed in (0, 1, 2):
+      folder = tmp_path / name / f"seed_{seed}"
+      _write_run(folder, np.arange(200), labels,
+                 np.where(rng.random(200) < p, labels, (labels + 1) % 3))
+      folders[name][seed] = folder
+  c = results_lib.compare_runs("student_only", folders["long"], "student_only", folders["short"])
+  assert c.diff > 30 and c.verdict == comparisons.BETTER

@@ -1,0 +1,210 @@
+"""JAX vs plain PyTorch: images/s of the same SemBridge distillation step, interleaved.
+
+  python bench/compare_pytorch.py [--steps 5] [--rounds 3] [--batch 64] [--size 64]
+      [--pairs resnet34,mobilenet_v2] [--no-ot] [--torch-threads N] [--json]
+
+Per pair, the JAX steps of bench/distill_step.py and the PyTorch steps of
+bench/pytorch_reference.py start from the same weights (the JAX ones, ported), the
+same batch (64x64 RGB students, 10-band MS teachers, 10 classes) and the same gallery:
+
+* JAX ``gallery`` / PyTorch ``precomputed`` (and ``compiled``, its ``torch.compile``):
+  the matched teachers' logits, pooled features and tokens are read from memory;
+* JAX ``teacher_inside`` / PyTorch ``no_grad``: the frozen teacher network runs on
+  the matched MS images inside the step, without gradient;
+* PyTorch ``teacher_grad``: as ``no_grad`` but back-propagating into the teacher, as
+  the authors' code does (no JAX counterpart: the JAX teacher cannot get gradients).
+
+Every variant is compiled and warmed up by one step, then each of ``--rounds`` rounds
+runs ``--steps`` steps of every variant, JAX and PyTorch alternating, so that a change
+of machine load hits both; reported is the median over rounds. ``--pairs`` takes
+architecture names (``resnet34`` means ResNet -> ResNet), ``teacher:student`` items,
+or all / same / cross. Prints one Markdown table, or with ``--json`` one JSON object per
+line and comparable pairing: ``{"pair", "jax_variant", "torch_variant", "jax_img_s",
+"torch_img_s", "ratio"}`` (ratio = JAX / PyTorch images per second).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import torch
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from bench import distill_step  # noqa: E402
+from bench import pytorch_reference as reference  # noqa: E402
+from sembridge_jax.models.pairs import PAIR_SELECTIONS, pair_name, parse_pairs  # noqa: E402
+
+# (framework, variant) in the order of one round: each JAX variant next to its PyTorch twin.
+ROUND_ORDER = (("jax", "gallery"), ("torch", "precomputed"), ("torch", "compiled"),
+               ("jax", "teacher_inside"), ("torch", "no_grad"), ("torch", "teacher_grad"))
+PAIRINGS = (("gallery", "precomputed"), ("teacher_inside", "no_grad"))
+FAILED = "failed"
+
+
+class Runner(NamedTuple):
+  """One variant of the step: ``warm_up() -> loss`` (compiles), ``seconds_per_step(n)``."""
+  warm_up: Callable[[], float]
+  seconds_per_step: Callable[[int], float]
+
+
+def parse_pair_list(spec: str) -> tuple[tuple[str, str], ...]:
+  """``resnet34,mobilenet_v2`` -> the same-architecture pairs; ``teacher:student`` items
+  and all / same / cross as `sembridge_jax.models.pairs.parse_pairs`."""
+  if spec in PAIR_SELECTIONS:
+    return PAIR_SELECTIONS[spec]
+  return parse_pairs(",".join(item if ":" in item else f"{item}:{item}"
+                              for item in spec.split(",")))
+
+
+def jax_runner(timed: distill_step.TimedStep) -> Runner:
+  return Runner(lambda: float(timed.warm_up()["loss"]), timed.seconds_per_step)
+
+
+def torch_runner(step: Callable[[reference.StepInputs], torch.Tensor],
+                 inputs: reference.StepInputs, device: torch.device) -> Runner:
+  def synchronize():
+    if device.type == "cuda":
+      torch.cuda.synchronize(device)
+
+  def seconds_per_step(steps: int) -> float:
+    synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+      step(inputs)
+    synchronize()
+    return (time.perf_counter() - start) / steps
+
+  return Runner(lambda: float(step(inputs)), seconds_per_step)
+
+
+def build_runners(teacher_name: str, student_name: str, args, device: torch.device
+                  ) -> dict[tuple[str, str], Runner]:
+  """Every variant of ``ROUND_ORDER`` for one pair, the PyTorch ones ported from the JAX ones."""
+  jax_pair = distill_step.build_pair(teacher_name, student_name, args.batch, args.size,
+                                     use_ot=not args.no_ot)
+  torch_pair = reference.port_pair(jax_pair.teacher, jax_pair.distiller, teacher_name,
+                                   student_name, num_classes=distill_step.NUM_CLASSES,
+                                   ms_channels=distill_step.MS_BANDS, device=device)
+  settings = reference.LossSettings.from_step_options(jax_pair.options)
+  gallery = reference.gallery_tensors(jax_pair.gallery, device)
+  inputs = reference.step_inputs(jax_pair.batch, device)
+  runners = {("jax", name): jax_runner(timed) for name, timed in jax_pair.steps.items()}
+  for variant in reference.VARIANTS:
+    copy = reference.fresh_copy(torch_pair)
+    step = reference.make_train_step(variant, copy.student, copy.head, copy.teacher, gallery,
+                                     settings)
+    runners["torch", variant] = torch_runner(step, inputs, device)
+  return runners
+
+
+def warm_up(runners: dict[tuple[str, str], Runner]) -> dict[tuple[str, str], float | str]:
+  """The first-step loss of every variant (compiling it), or FAILED (reported on stderr)."""
+  losses = {}
+  for key in ROUND_ORDER:
+    try:
+      losses[key] = runners[key].warm_up()
+    except Exception:  # noqa: BLE001 -- torch.compile may fail in many ways; report it.
+      print(f"{'/'.join(key)} failed:\n{traceback.format_exc(limit=3)}", file=sys.stderr)
+      losses[key] = FAILED
+  return losses
+
+
+def interleaved_medians(runners: dict[tuple[str, str], Runner], working: list[tuple[str, str]],
+                        rounds: int, steps: int, batch: int) -> dict[tuple[str, str], float]:
+  """Median images/s over ``rounds`` rounds, each running every variant in ``working``
+  once for ``steps`` steps, in ``ROUND_ORDER``."""
+  samples = {key: [] for key in working}
+  for _ in range(rounds):
+    for key in working:
+      samples[key].append(batch / runners[key].seconds_per_step(steps))
+  return {key: statistics.median(values) for key, values in samples.items()}
+
+
+def bench_pair(teacher_name: str, student_name: str, args, device: torch.device) -> dict:
+  runners = build_runners(teacher_name, student_name, args, device)
+  losses = warm_up(runners)
+  working = [key for key in ROUND_ORDER if losses[key] != FAILED]
+  speeds = interleaved_medians(runners, working, args.rounds, args.steps, args.batch)
+  return {"pair": pair_name((teacher_name, student_name)), "losses": losses,
+          "img_s": {key: speeds.get(key, FAILED) for key in ROUND_ORDER}}
+
+
+def pairing_records(result: dict) -> list[dict]:
+  """The JSON lines of one pair: one per comparable (JAX, PyTorch) pairing."""
+  records = []
+  for jax_variant, torch_variant in PAIRINGS:
+    jax_speed, torch_speed = result["img_s"]["jax", jax_variant], result["img_s"]["torch", torch_variant]
+    ratio = (jax_speed / torch_speed if FAILED not in (jax_speed, torch_speed) else FAILED)
+    records.append({"pair": result["pair"], "jax_variant": jax_variant,
+                    "torch_variant": torch_variant, "jax_img_s": jax_speed,
+                    "torch_img_s": torch_speed, "ratio": ratio})
+  return records
+
+
+def _number(value, digits: int = 0, suffix: str = "") -> str:
+  return value if value == FAILED else f"{value:.{digits}f}{suffix}"
+
+
+def markdown_header() -> str:
+  columns = [f"{framework} {variant}" for framework, variant in ROUND_ORDER]
+  ratios = [f"{a} / {b}" for a, b in PAIRINGS]
+  names = ["pair", *columns, *ratios, "step-1 loss JAX / torch"]
+  return "| " + " | ".join(names) + " |\n|" + "---|" * len(names)
+
+
+def markdown_row(result: dict) -> str:
+  speeds = [_number(result["img_s"][key]) for key in ROUND_ORDER]
+  ratios = [_number(record["ratio"], 2, "x") for record in pairing_records(result)]
+  losses = result["losses"]
+  loss_check = (f"{_number(losses['jax', 'gallery'], 5)} / "
+                f"{_number(losses['torch', 'precomputed'], 5)}")
+  return "| " + " | ".join([result["pair"], *speeds, *ratios, loss_check]) + " |"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--steps", type=int, default=5, help="timed steps per variant and round")
+  parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--batch", type=int, default=64)
+  parser.add_argument("--size", type=int, default=64)
+  parser.add_argument("--pairs", default="resnet34,mobilenet_v2",
+                      help="architectures (same-architecture pairs), teacher:student items, "
+                           "or all / same / cross")
+  parser.add_argument("--no-ot", action="store_true", help="without the OT term")
+  parser.add_argument("--torch-threads", type=int, default=None,
+                      help="torch.set_num_threads (default: PyTorch's choice)")
+  parser.add_argument("--json", action="store_true", help="JSON lines instead of the table")
+  args = parser.parse_args()
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
+  torch.manual_seed(0)
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+  jax_devices = jax.devices()
+  if not args.json:
+    print(f"JAX {jax.__version__}: {len(jax_devices)} x {jax_devices[0].device_kind} "
+          f"({jax.default_backend()}); PyTorch {torch.__version__}: {device}"
+          f"{'' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'}; "
+          f"batch {args.batch}, {args.size}x{args.size}, OT {'off' if args.no_ot else 'on'}; "
+          f"median img/s of {args.rounds} rounds x {args.steps} steps\n")
+    print(markdown_header(), flush=True)
+  for teacher_name, student_name in parse_pair_list(args.pairs):
+    result = bench_pair(teacher_name, student_name, args, device)
+    if args.json:
+      for record in pairing_records(result):
+        print(json.dumps(record), flush=True)
+    else:
+      print(markdown_row(result), flush=True)
+
+
+if __name__ == "__main__":
+  main()
