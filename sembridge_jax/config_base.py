@@ -107,7 +107,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.distill.ce_weight = 0.3
   c.distill.kd_weight = 0.4
   c.distill.align_weight = 0.3
-  c.distill.temperature = 3.0
+  c.distill.temperature = 3.0             # T of "kd" (and SemBridge's KD term); DKD, LSKD and
+                                          # CTKD keep their papers' temperatures
   c.distill.use_sfm = True                # False: random same-class teacher pairs
   c.distill.use_attention = True          # CORAL terms (attention tokens + pooled)
   c.distill.use_ot = True
@@ -133,8 +134,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.reports = ("synthetic_ground_truth", "kd_target_spread", "distillation_figures",
                "learning_curves")
 
+  # Persistent XLA compilation cache: "auto" (the user cache, or $JAX_COMPILATION_CACHE_DIR),
+  # a directory, or "" for none (sembridge_jax.compilation_cache).
+  c.compilation_cache_dir = "auto"
+  # Training steps per dispatch (a lax.scan over k batches): for accelerators where one
+  # step of a small model is shorter than launching it. Same result as 1.
+  c.steps_per_dispatch = 1
+
   c.checkpoint = ml_collections.ConfigDict()
-  c.checkpoint.every_steps = 0     # 0: at the end of every epoch only
+  c.checkpoint.every_steps = 0     # 0: at epoch ends only (see every_epochs)
+  # Save at the end of every N-th epoch (and of the last one, and whenever the best
+  # evaluation so far was reached). A save costs ~0.1-1 s on a local disk, which dominates
+  # short epochs: a 3-step epoch of a small model takes a fraction of that.
+  c.checkpoint.every_epochs = 1
   c.checkpoint.max_to_keep = 2
   return c
 
@@ -172,8 +184,8 @@ NUMERIC_RANGES = (
 )
 POSITIVE_INTEGERS = (
     *(f"{s}.{k}" for s in ("teacher", "student", "matcher", "distill") for k in ("epochs", "batch_size")),
-    "eval_batch_size", "eval_every_epochs", "distill.sinkhorn_iterations", "distill.common_dim", "distill.num_heads",
-    "matching.chunk_size", "matcher.plateau_patience", "checkpoint.max_to_keep", "benchmark.seeds",
+    "eval_batch_size", "eval_every_epochs", "steps_per_dispatch", "distill.sinkhorn_iterations", "distill.common_dim", "distill.num_heads",
+    "matching.chunk_size", "matcher.plateau_patience", "checkpoint.max_to_keep", "checkpoint.every_epochs", "benchmark.seeds",
 )
 BATCH_SIZES = ("teacher.batch_size", "student.batch_size", "matcher.batch_size",
                "distill.batch_size", "eval_batch_size")
@@ -253,6 +265,8 @@ def validate_config(config: ml_collections.ConfigDict, *, num_devices: int | Non
   for key, test, allowed in NUMERIC_RANGES:
     value = _get(config, key)
     _require(_is_number(value) and test(value), key, allowed, value)
+  _require(isinstance(config.get("compilation_cache_dir", ""), str), "compilation_cache_dir",
+           '"auto", a directory or "" (none)', config.get("compilation_cache_dir"))
   _require(config.checkpoint.every_steps >= 0, "checkpoint.every_steps",
            "0 (every epoch) or a positive number of steps", config.checkpoint.every_steps)
   seeds = tuple(config.pipeline.seeds)

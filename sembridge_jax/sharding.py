@@ -58,6 +58,18 @@ def put_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   }
 
 
+def put_batches(batches: list[dict[str, np.ndarray]], mesh: Mesh) -> dict[str, jax.Array]:
+  """One batch as `put_batch`; k > 1 batches stacked as ``(k, per-host batch, ...)``
+  with the second axis split over the devices (one step per leading index, for
+  ``config.steps_per_dispatch``)."""
+  if len(batches) == 1:
+    return put_batch(batches[0], mesh)
+  sharding = NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+  return {key: jax.make_array_from_process_local_data(
+              sharding, np.stack([np.asarray(batch[key]) for batch in batches]))
+          for key in batches[0]}
+
+
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
   """Replicates a pytree (parameters, optimizer state, a gallery) on every device."""
   return jax.device_put(tree, replicated(mesh))

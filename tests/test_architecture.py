@@ -14,7 +14,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "sembridge_jax"
 # layers only. `analysis` (research) sits above `stages`: the stages reach it only by
 # name, through `sembridge_jax.stages.reports`, never through an import statement.
 LAYERS = (
-    ("sharding", "runs", "workdir", "viz", "comparisons"),
+    ("sharding", "runs", "workdir", "viz", "comparisons", "compilation_cache"),
     ("data",),
     ("models",),
     ("alignment",),

@@ -254,3 +254,20 @@ def test_teacher_receives_no_gradient(batch):
   fs, ft = jnp.asarray(batch["fs"]), jnp.asarray(batch["ft"])
   for fn in (losses.rkd, losses.distilvpr):
     assert not np.any(jax.grad(lambda t: fn(fs, t))(ft))
+
+
+def test_kd_method_uses_the_configured_temperature(batch):
+  """config.distill.temperature reaches the "kd" loss (it was once silently ignored)."""
+  from sembridge_jax.distill import distiller
+  from sembridge_jax.runs import Run
+  from conftest import tiny_config
+  kd = methods.get_method("kd")
+  s, t = jnp.asarray(batch["s"]), jnp.asarray(batch["t"])
+  for temperature in (1.0, 3.0, 6.0):
+    np.testing.assert_allclose(kd.loss(_inputs(batch, kd_temperature=temperature)),
+                               losses.kd(s, t, temperature), rtol=1e-6)
+  assert not np.isclose(kd.loss(_inputs(batch, kd_temperature=1.0)),
+                        kd.loss(_inputs(batch, kd_temperature=6.0)))
+  config = tiny_config()
+  config.distill.temperature = 5.0
+  assert distiller.step_options(config, Run("kd", True), 3).kd_temperature == 5.0

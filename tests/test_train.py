@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_python, shipped_config, tiny_config
-from sembridge_jax import config_base
+from sembridge_jax import config_base, sharding
 from sembridge_jax.train import classifier, metrics, trainer
 
 
@@ -83,7 +83,7 @@ _STEP_SCRIPT = r"""
 import sys, numpy as np, jax, jax.numpy as jnp
 sys.path.insert(0, "tests")
 from conftest import tiny_config
-from sembridge_jax import config_base
+from sembridge_jax import config_base, sharding
 from sembridge_jax import sharding
 from sembridge_jax.train import classifier, trainer
 config = config_base.validate_config(tiny_config())
@@ -102,9 +102,18 @@ batch = {{"image": rng.normal(size=(16, 32, 32, 5)).astype(np.float32),
          "label": rng.integers(0, 3, 16).astype(np.int32), "mask": np.ones(16, bool)}}
 for _ in range(2):
   state, m = step(state, sharding.put_batch(batch, mesh), None)
-leaves = [np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state))
+def leaves_of(state):
+  return [np.asarray(x) for x in jax.tree.leaves((state.params, state.model_state))
           if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
-np.savez("{out}", loss=np.asarray(m["loss"]), *leaves)
+# The same two steps in one dispatch (config.steps_per_dispatch): batches stacked, the
+# second axis split over the devices.
+_, steps = trainer.make_train_step(modeldef, tx, mesh, classifier.cross_entropy_loss,
+                                   steps_per_dispatch=2)
+model = classifier.create_classifier(config, classifier.ROLES["teacher"], B, 0)
+_, scan_state, _ = trainer.create_train_state(model, config.teacher.optimizer, mesh)
+scan_state, scan_m = steps(scan_state, sharding.put_batches([batch, batch], mesh), None)
+np.savez("{out}", loss=np.asarray(m["loss"]), scan_loss=np.asarray(scan_m["loss"]),
+         *leaves_of(state), **{{f"scan_{{i}}": x for i, x in enumerate(leaves_of(scan_state))}})
 """
 
 
@@ -118,6 +127,7 @@ def test_data_parallel_step_on_8_devices_equals_1_device(tmp_path):
   assert one.files == eight.files
   for key in one.files:
     np.testing.assert_allclose(one[key], eight[key], rtol=2e-4, atol=2e-5, err_msg=key)
+  np.testing.assert_allclose(eight["scan_loss"][-1], eight["loss"], rtol=1e-4)
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -170,3 +180,89 @@ def test_cli_override_reaches_the_run(tmp_path):
   epochs = {r["eval/epoch"] for r in history if "eval/epoch" in r}
   assert epochs == {1}
   assert "teacher" in result.stdout and "OA" in result.stdout
+
+
+class _RecordingCheckpointer:
+  """Stands in for `checkpointing.Checkpointer`: records which steps were saved."""
+
+  def __init__(self):
+    self.saved: list[tuple[int, bool]] = []
+
+  def restore(self, state, which):
+    return None
+
+  def save(self, step, state, *, iterator_state, meta, best):
+    self.saved.append((step, best))
+
+  def check(self):
+    pass
+
+  def ensure_best(self, step):
+    pass
+
+
+class _Batches:
+  def __next__(self):
+    return {}
+
+  def get_state(self):
+    return None
+
+  def set_state(self, state):
+    pass
+
+
+@pytest.mark.parametrize("every_epochs, expected_epochs", [
+    (1, [1, 2, 3, 4, 5, 6, 7]),
+    (3, [1, 2, 3, 6, 7]),     # 1, 2: best so far; 3, 6: the interval; 7: the last epoch
+])
+def test_checkpoint_every_epochs_keeps_best_and_last(tmp_path, every_epochs, expected_epochs):
+  oa_by_epoch = iter([0.5, 0.6, 0.55, 0.58, 0.59, 0.57, 0.52])
+  checkpointer = _RecordingCheckpointer()
+  trainer.fit(
+      modeldef=None, state=0, iterator=_Batches(),
+      train_step=lambda state, batch: (state, {"finite": np.bool_(True), "loss": np.float32(1)}),
+      evaluate=lambda state: {"oa": next(oa_by_epoch)}, mesh=sharding.make_mesh(), num_epochs=7,
+      steps_per_epoch=2, global_batch_size=4, checkpointer=checkpointer,
+      writer=metrics.MetricWriter(tmp_path, "metrics"), checkpoint_every_epochs=every_epochs,
+      progress=False)
+  assert [step // 2 for step, _ in checkpointer.saved] == expected_epochs
+  assert [step // 2 for step, best in checkpointer.saved if best] == [1, 2]
+  times = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+           if "time/wall_s" in line]
+  assert len(times) == 1 and times[0]["step"] == 14
+  assert times[0]["time/compile_s"] > 0 and times[0]["time/after_first_epoch/steps_s"] > 0
+
+
+def test_steps_per_dispatch_equals_one_step_at_a_time(tiny_setup, tmp_path):
+  """k steps in one lax.scan dispatch train what k single steps train, also when k does
+  not divide the epoch; a run killed and resumed mid-epoch ends where the uninterrupted
+  one does. XLA fuses a scanned step differently, so the two agree up to rounding, which
+  this tiny model amplifies: at its initialisation a step of SGD at learning rate 1e-6
+  already moves the loss by ~1% (at 1e-4, a 1e-6 difference grows to percents within
+  three steps), hence SGD at 1e-6 and tolerances of 1e-3."""
+  config, benchmark = tiny_setup
+  config = config.copy_and_resolve_references()
+  config.teacher.optimizer.name, config.teacher.optimizer.learning_rate = "sgd", 1e-6
+  single = classifier.train_and_evaluate(config, tmp_path / "single", "teacher",
+                                         benchmark=benchmark)
+  config.steps_per_dispatch = 2   # the tiny epoch has 3 steps: dispatches of 2 and 1
+  scanned = classifier.train_and_evaluate(config, tmp_path / "scan", "teacher",
+                                          benchmark=benchmark)
+  for a, b in zip(_leaves(single.state), _leaves(scanned.state)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+  losses = {name: [line["train/loss"] for line in map(json.loads, (tmp_path / name /
+            "metrics.jsonl").read_text().splitlines()) if "train/loss" in line]
+            for name in ("single", "scan")}
+  np.testing.assert_allclose(losses["scan"], losses["single"], rtol=1e-3)
+  steps = config.teacher.epochs * trainer.steps_per_epoch(benchmark, "ms_train",
+                                                             config.teacher.batch_size)
+  classifier.train_and_evaluate(config, tmp_path / "resumed", "teacher", benchmark=benchmark,
+                                stop_after_steps=steps // 2 + 1)
+  resumed = classifier.train_and_evaluate(config, tmp_path / "resumed", "teacher",
+                                          benchmark=benchmark)
+  for a, b in zip(_leaves(scanned.state), _leaves(resumed.state)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+  logged = [json.loads(line) for line in (tmp_path / "scan" / "metrics.jsonl").read_text()
+            .splitlines()]
+  assert any("train/loss" in line for line in logged)

@@ -106,6 +106,7 @@ def step_options(config: ml_collections.ConfigDict, run: Run, steps_per_epoch: i
       method=run.method, weights=weights,
       select_in_step=run.sembridge and d.use_sfm and config.matching.mode == "step",
       rematch_temperature=config.matching.temperature, steps_per_epoch=steps_per_epoch,
+      kd_temperature=d.temperature,
       align_kwargs=dict(coral_weight=d.coral_weight, ot_weight=d.ot_weight, epsilon=d.epsilon,
                         semantic_weight=d.semantic_weight, use_attention=d.use_attention,
                         use_ot=d.use_ot, sinkhorn_iterations=d.sinkhorn_iterations,
@@ -170,7 +171,7 @@ def distill(config: ml_collections.ConfigDict, benchmark, gallery: Gallery, run:
 def divergence_suspects(config: ml_collections.ConfigDict, run: Run) -> tuple[str, ...]:
   """The distillation settings a non-finite loss most likely comes from."""
   d = config.distill
-  keys = ["temperature"] + (["ce_weight", "kd_weight", "align_weight", "coral_weight",
+  keys = (["temperature"] if run.method == "kd" else []) + (["ce_weight", "kd_weight", "align_weight", "coral_weight",
                              "ot_weight", "epsilon", "semantic_weight"] if run.sembridge else [])
   return tuple(f"config.distill.{key}={d[key]}" for key in keys)
 

@@ -26,6 +26,7 @@ class DistillInputs(NamedTuple):
   teacher_features: jax.Array | None = None
   labels: jax.Array | None = None             # (B,) integer classes
   epoch: jax.Array | float | None = None      # 0-based, may be fractional
+  kd_temperature: float = 3.0                 # T of "kd" (config.distill.temperature)
 
 
 class DistillMethod(NamedTuple):
@@ -76,7 +77,7 @@ def _ctkd_loss(inputs: DistillInputs, state: nnx.Module | None) -> jax.Array:
 DISTILL_METHODS: dict[str, DistillMethod] = {
     method.name: method for method in (
         _method("kd", {"logits"},
-                lambda i, _: kd(i.student_logits, i.teacher_logits)),
+                lambda i, _: kd(i.student_logits, i.teacher_logits, i.kd_temperature)),
         _method("logits", {"logits"},
                 lambda i, _: logits_mse(i.student_logits, i.teacher_logits)),
         _method("rkd", {"features"},

@@ -53,6 +53,7 @@ class StepOptions(NamedTuple):
   select_in_step: bool                 # matching.mode == "step"
   rematch_temperature: float
   steps_per_epoch: int
+  kd_temperature: float                # T of the "kd" method (config.distill.temperature)
   align_kwargs: dict[str, Any]         # forwarded to AlignmentHead.__call__
 
 
@@ -80,7 +81,8 @@ def distillation_loss(model: Distiller, batch: dict[str, jax.Array], gallery: Ga
   distill = method.loss(methods.DistillInputs(
       student_logits=student_logits, teacher_logits=teacher_logits,
       student_features=student_features["pooled"], teacher_features=teacher_features["pooled"],
-      labels=batch["label"], epoch=epoch), model.method_state)
+      labels=batch["label"], epoch=epoch, kd_temperature=options.kd_temperature),
+      model.method_state)
   loss = options.weights.ce * ce + options.weights.distill * distill
   terms = {"ce": ce, "distill": distill,
            "accuracy": (student_logits.argmax(-1) == batch["label"]).mean()}

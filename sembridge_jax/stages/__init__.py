@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from sembridge_jax import compilation_cache
 from sembridge_jax.stages import benchmark, matcher, students, teacher
 from sembridge_jax.stages import evaluate as evaluate_stage, pipeline as pipeline_stage
 from sembridge_jax.stages.benchmark import run_benchmark
@@ -34,4 +35,5 @@ __all__ = ["STAGES", "Stage", "StageError", "as_workdir", "distill", "distill_ru
 
 def run_stage(name: str, config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> Any:
   workdir = as_workdir(workdir).prepare()
+  compilation_cache.enable(config.get("compilation_cache_dir", compilation_cache.AUTO))
   return STAGES[name].run(config, workdir)

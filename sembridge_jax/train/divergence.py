@@ -37,15 +37,21 @@ class FiniteCheck:
     self.pending: list[tuple[int, dict[str, jax.Array]]] = []
     self.last_saved: int | None = None
 
-  def add(self, step: int, metrics: dict[str, jax.Array]) -> None:
-    self.pending.append((step, metrics))
+  def add(self, step: int, metrics: dict[str, jax.Array], count: int = 1) -> None:
+    """Metrics of the step that ended at ``step``, or of the ``count`` steps ending there
+    (stacked along a leading axis by one dispatch of several steps)."""
+    self.pending.append((step, metrics, count))
 
   def check(self) -> None:
     pending, self.pending = self.pending, []
-    flags = jax.device_get([metrics["finite"] for _, metrics in pending])
-    for (step, metrics), finite in zip(pending, flags):
-      if not finite:
-        self._raise(step, jax.device_get(metrics))
+    flags = jax.device_get([metrics["finite"] for _, metrics, _ in pending])
+    for (last, metrics, count), finite in zip(pending, flags):
+      for i, ok in enumerate(np.reshape(finite, (-1,))):
+        if not ok:
+          values = jax.device_get(metrics)
+          if count > 1:
+            values = {key: value[i] for key, value in values.items()}
+          self._raise(last - count + 1 + i, values)
 
   def check_evaluation(self, step: int, metrics: dict[str, float]) -> None:
     """Finite training steps can still leave a model whose outputs overflow in
@@ -71,3 +77,15 @@ class FiniteCheck:
         f"{self.desc}: training diverged at step {step} (epoch "
         f"{(step - 1) // self.steps_per_epoch + 1}): {what}; nothing from that state was "
         f"saved ({saved}). Look at {', '.join(self.suspects)}")
+
+
+def divergence_suspects(task, config) -> tuple[str, ...]:
+  """The config keys (with their values) a divergence of ``task`` (a `trainer.Task`) most
+  likely comes from."""
+  optimizer = task.hparams.optimizer
+  prefix = f"config.{task.config_key}." if task.config_key else ""
+  suspects = [f"{prefix}optimizer.learning_rate={optimizer.learning_rate}",
+              f"{prefix}batch_size={task.hparams.batch_size}"]
+  if config.model.dtype != "float32":
+    suspects.append(f"config.model.dtype={config.model.dtype!r}")
+  return (*suspects, *task.suspects)

@@ -121,3 +121,27 @@ def _step_of(line: str) -> int | None:
     return int(json.loads(line)["step"])
   except (ValueError, KeyError, TypeError):
     return None
+
+
+class EpochAccuracy:
+  """The training accuracy of the current epoch: the mean of the steps' ``accuracy``
+  (each step's batch in training mode: augmented, BatchNorm on batch statistics), summed
+  on the device so that no step waits for it. After a resume mid-epoch it covers the
+  steps since the resume."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    self._sum, self._steps = None, 0
+
+  def add(self, step_metrics: dict[str, jax.Array], count: int = 1) -> None:
+    """One step's metrics, or ``count`` steps' stacked along a leading axis."""
+    if "accuracy" in step_metrics:
+      accuracy = step_metrics["accuracy"] if count == 1 else step_metrics["accuracy"].sum()
+      self._sum = accuracy if self._sum is None else self._sum + accuracy
+      self._steps += count
+
+  def mean(self) -> dict[str, float]:
+    """``{"train_oa": ...}``, or nothing for a task whose loss reports no accuracy."""
+    return {} if not self._steps else {"train_oa": float(self._sum) / self._steps}

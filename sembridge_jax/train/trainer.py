@@ -41,8 +41,8 @@ from tqdm.auto import tqdm
 
 from sembridge_jax import data as data_lib
 from sembridge_jax import sharding, workdir as workdir_lib
-from sembridge_jax.train import checkpointing, metrics as metrics_lib, optimizers
-from sembridge_jax.train.divergence import FiniteCheck, all_finite
+from sembridge_jax.train import checkpointing, metrics as metrics_lib, optimizers, timing
+from sembridge_jax.train.divergence import FiniteCheck, all_finite, divergence_suspects
 from sembridge_jax.train.state import ModelDef, TrainState, model_state_after, split_model
 
 
@@ -135,6 +135,7 @@ class Trained(NamedTuple):
   best: dict[str, Any]                # {"value": best metric, "epoch": its epoch}
   resumed_from_step: int | None
   seconds: float
+  times: dict[str, float] | None = None   # wall time per phase (`timing.PhaseClock.summary`)
 
 
 def create_train_state(model: nnx.Module, optimizer: ml_collections.ConfigDict, mesh: Mesh,
@@ -147,8 +148,11 @@ def create_train_state(model: nnx.Module, optimizer: ml_collections.ConfigDict, 
 
 
 def make_train_step(modeldef: ModelDef, tx: optax.GradientTransformation, mesh: Mesh,
-                    loss_fn: LossFn):
+                    loss_fn: LossFn, *, steps_per_dispatch: int = 1):
   """``step(state, batch, constants) -> (state, metrics)``, jitted and data-parallel.
+
+  With ``steps_per_dispatch`` k > 1, returns ``(step, steps)``: ``steps`` runs one step
+  per leading index of its batches in one `lax.scan` dispatch, metrics stacked.
 
   XLA inserts the cross-device reductions (the batch mean, BatchNorm statistics, a
   Sinkhorn problem over the global batch), so N devices compute what one device would
@@ -176,7 +180,15 @@ def make_train_step(modeldef: ModelDef, tx: optax.GradientTransformation, mesh: 
     return new_state, {**metrics, "loss": loss, "finite": finite, **checks}
 
   replicated = sharding.replicated(mesh)
-  return jax.jit(train_step, out_shardings=(replicated, replicated), donate_argnums=0)
+  single = jax.jit(train_step, out_shardings=(replicated, replicated), donate_argnums=0)
+  if steps_per_dispatch == 1:
+    return single
+
+  def train_steps(state: TrainState, batches: dict[str, jax.Array], constants: Any):
+    return jax.lax.scan(lambda current, batch: train_step(current, batch, constants),
+                        state, batches)
+
+  return single, jax.jit(train_steps, out_shardings=(replicated, replicated), donate_argnums=0)
 
 
 def steps_per_epoch(benchmark: data_lib.Benchmark, split: str, global_batch_size: int) -> int:
@@ -198,7 +210,9 @@ def train(task: Task, config: ml_collections.ConfigDict, rundir: pathlib.Path,
   steps = steps_per_epoch(benchmark, task.split, hparams.batch_size)
   modeldef, state, tx = create_train_state(
       task.model, hparams.optimizer, mesh, steps * hparams.epochs if task.scheduled else 0)
-  jitted = make_train_step(modeldef, tx, mesh, task.loss_fn)
+  dispatch = config.get("steps_per_dispatch", 1)
+  jitted = make_train_step(modeldef, tx, mesh, task.loss_fn, steps_per_dispatch=dispatch)
+  jitted, jitted_steps = jitted if dispatch > 1 else (jitted, None)
   constants = None if task.constants is None else sharding.put_replicated(task.constants, mesh)
   iterator = iter(data_lib.make_loader(
       benchmark, task.split, batch_size=per_host_batch, seed=seed, shuffle=True,
@@ -211,10 +225,14 @@ def train(task: Task, config: ml_collections.ConfigDict, rundir: pathlib.Path,
     trained = fit(
         modeldef=modeldef, state=state,
         train_step=lambda current, batch: jitted(current, batch, constants),
+        train_steps=jitted_steps and (lambda current, batches: jitted_steps(current, batches,
+                                                                            constants)),
+        steps_per_dispatch=dispatch,
         iterator=iterator, evaluate=task.make_evaluate(modeldef, mesh), mesh=mesh,
         num_epochs=hparams.epochs, steps_per_epoch=steps, global_batch_size=hparams.batch_size,
         checkpointer=checkpointer, writer=writer, best_rule=task.best,
         checkpoint_every_steps=config.checkpoint.every_steps,
+        checkpoint_every_epochs=config.checkpoint.get("every_epochs", 1),
         eval_every_epochs=config.get("eval_every_epochs", 1), hooks=task.hooks,
         desc=task.name, progress=config.progress, stop_after_steps=stop_after_steps,
         suspects=divergence_suspects(task, config))
@@ -232,51 +250,25 @@ def train(task: Task, config: ml_collections.ConfigDict, rundir: pathlib.Path,
   return trained
 
 
-def divergence_suspects(task: Task, config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The config keys (with their values) a divergence of ``task`` most likely comes from."""
-  optimizer = task.hparams.optimizer
-  prefix = f"config.{task.config_key}." if task.config_key else ""
-  suspects = [f"{prefix}optimizer.learning_rate={optimizer.learning_rate}",
-              f"{prefix}batch_size={task.hparams.batch_size}"]
-  if config.model.dtype != "float32":
-    suspects.append(f"config.model.dtype={config.model.dtype!r}")
-  return (*suspects, *task.suspects)
-
-
-class EpochAccuracy:
-  """The training accuracy of the current epoch: the mean of the steps' ``accuracy``
-  (each step's batch in training mode: augmented, BatchNorm on batch statistics), summed
-  on the device so that no step waits for it. After a resume mid-epoch it covers the
-  steps since the resume."""
-
-  def __init__(self):
-    self.reset()
-
-  def reset(self) -> None:
-    self._sum, self._steps = None, 0
-
-  def add(self, step_metrics: dict[str, jax.Array]) -> None:
-    if "accuracy" in step_metrics:
-      accuracy = step_metrics["accuracy"]
-      self._sum = accuracy if self._sum is None else self._sum + accuracy
-      self._steps += 1
-
-  def mean(self) -> dict[str, float]:
-    """``{"train_oa": ...}``, or nothing for a task whose loss reports no accuracy."""
-    return {} if not self._steps else {"train_oa": float(self._sum) / self._steps}
-
-
 def fit(*, modeldef: ModelDef, state: TrainState,
         train_step: Callable[[TrainState, dict[str, jax.Array]], tuple[TrainState, dict]],
         iterator: CheckpointableIterator, evaluate: EvaluateFn, mesh: Mesh, num_epochs: int,
         steps_per_epoch: int, global_batch_size: int, checkpointer: checkpointing.Checkpointer,
         writer: metrics_lib.MetricWriter, best_rule: BestRule = BestRule(),
-        checkpoint_every_steps: int = 0, eval_every_epochs: int = 1, hooks: Hooks | None = None,
+        train_steps: Callable | None = None, steps_per_dispatch: int = 1,
+        checkpoint_every_steps: int = 0, checkpoint_every_epochs: int = 1,
+        eval_every_epochs: int = 1, hooks: Hooks | None = None,
         desc: str = "train", progress: bool = True, stop_after_steps: int | None = None,
         suspects: tuple[str, ...] = ()) -> Trained:
   """The epoch loop: ``num_epochs * steps_per_epoch`` steps of ``train_step``.
 
   Args:
+    checkpoint_every_epochs: save at the end of every N-th epoch, of the last epoch and
+      of any epoch whose evaluation is the best so far (the best checkpoint must exist).
+      Resuming restarts from the latest save, so a larger N trades redone epochs after a
+      kill for less time writing checkpoints.
+    train_steps, steps_per_dispatch: `make_train_step`'s k-step function and k; a
+      dispatch never crosses an epoch end, a checkpoint or ``stop_after_steps``.
     stop_after_steps: stop (after checkpointing) once this many steps are done, as if
       the job had been killed there. Used by the resume tests and for debugging.
     suspects: config keys named when a step's loss or gradients are not finite.
@@ -322,44 +314,68 @@ def fit(*, modeldef: ModelDef, state: TrainState,
     checkpointer.save(at_step, state, iterator_state=iterator.get_state(), meta=meta,
                       best=is_best)
 
-  train_oa = EpochAccuracy()
+  train_oa = metrics_lib.EpochAccuracy()
   show = progress and jax.process_index() == 0
   bar = tqdm(total=total_steps, initial=step, desc=desc, disable=not show, dynamic_ncols=True,
              unit="step", leave=True)
   last_time, last_step = time.perf_counter(), step
+  clock = timing.PhaseClock()
+  compiled = False
+  log_every = max(1, min(steps_per_epoch, 10))
+
+  def dispatch_size(at: int) -> int:
+    bounds = [steps_per_dispatch, steps_per_epoch - at % steps_per_epoch]
+    if checkpoint_every_steps:
+      bounds.append(checkpoint_every_steps - at % checkpoint_every_steps)
+    if stop_after_steps is not None and stop_after_steps > at:
+      bounds.append(stop_after_steps - at)
+    return 1 if train_steps is None else min(bounds)
+
   while step < total_steps:
     epoch = step // steps_per_epoch
     if step % steps_per_epoch == 0 and hooks.on_epoch_start:
-      state = hooks.on_epoch_start(epoch, state, modeldef)
-    batch = next(iterator)
-    if hooks.prepare_batch:
-      batch = hooks.prepare_batch(batch)
-    state, step_metrics = train_step(state, sharding.put_batch(batch, mesh))
-    step += 1
-    finite.add(step, step_metrics)
-    train_oa.add(step_metrics)
+      with clock.phase("hooks"):
+        state = hooks.on_epoch_start(epoch, state, modeldef)
+    count = dispatch_size(step)
+    with clock.phase("input"):
+      batches = [next(iterator) for _ in range(count)]
+      if hooks.prepare_batch:
+        batches = [hooks.prepare_batch(batch) for batch in batches]
+      batch = sharding.put_batches(batches, mesh)
+    with clock.phase("steps" if compiled else "compile"):
+      state, step_metrics = (train_step if count == 1 else train_steps)(state, batch)
+      if not compiled:
+        jax.block_until_ready(step_metrics)
+        compiled = True
+    step += count
+    finite.add(step, step_metrics, count)
+    train_oa.add(step_metrics, count)
 
-    if step % max(1, min(steps_per_epoch, 10)) == 0 or step == total_steps:
-      finite.check()
+    if step // log_every != (step - count) // log_every or step == total_steps:
+      with clock.phase("steps"):   # Waits for the steps so far.
+        finite.check()
       checkpointer.check()
-      scalars = {k: float(v) for k, v in jax.device_get(step_metrics).items()
-                 if not k.startswith("finite")}
+      scalars = {k: float(np.reshape(v, (-1,))[-1])
+                 for k, v in jax.device_get(step_metrics).items() if not k.startswith("finite")}
       now = time.perf_counter()
       scalars["images_per_second"] = (step - last_step) * global_batch_size / max(now - last_time, 1e-9)
       last_time, last_step = now, step
       writer.write(step, {f"train/{k}": v for k, v in scalars.items()})
       bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}",
                       img_s=f"{scalars['images_per_second']:.0f}", epoch=epoch + 1)
-    bar.update(1)
+    bar.update(count)
 
     epoch_done = step % steps_per_epoch == 0
-    saved = epoch_done or bool(checkpoint_every_steps and step % checkpoint_every_steps == 0)
+    saved = bool(checkpoint_every_steps and step % checkpoint_every_steps == 0)
     if epoch_done:
-      finite.check()
+      with clock.phase("steps"):
+        finite.check()
+        jax.block_until_ready(state)
       finished_epoch = step // steps_per_epoch
       eval_metrics: dict[str, float] = {}
       if finished_epoch % eval_every_epochs == 0 or step == total_steps:
-        eval_metrics = evaluate(state)
+        with clock.phase("evaluation"):
+          eval_metrics = evaluate(state)
         finite.check_evaluation(step, eval_metrics)
         eval_metrics.update(train_oa.mean())
         eval_metrics["epoch"] = finished_epoch
@@ -376,15 +392,28 @@ def fit(*, modeldef: ModelDef, state: TrainState,
         is_best = False
       train_oa.reset()
       if hooks.on_epoch_end:
-        state = hooks.on_epoch_end(finished_epoch - 1, state, eval_metrics)
-      save(step, is_best=is_best)
-    elif checkpoint_every_steps and step % checkpoint_every_steps == 0:
-      save(step)
+        with clock.phase("hooks"):
+          state = hooks.on_epoch_end(finished_epoch - 1, state, eval_metrics)
+      if (saved or is_best or step == total_steps
+          or finished_epoch % checkpoint_every_epochs == 0):
+        with clock.phase("checkpoint"):
+          save(step, is_best=is_best)
+        saved = True
+      clock.end_first_epoch()
+    elif saved:
+      with clock.phase("steps"):
+        jax.block_until_ready(state)
+      with clock.phase("checkpoint"):
+        save(step)
 
     if stop_after_steps is not None and step >= stop_after_steps and step < total_steps:
       if not saved:
         save(step)
       break
   bar.close()
+  with clock.phase("steps"):
+    jax.block_until_ready(state)
+  times = clock.summary()
+  writer.write(step, times)
   return Trained(modeldef=modeldef, state=state, history=history, best=best,
-                 resumed_from_step=resumed_from, seconds=time.perf_counter() - start)
+                 resumed_from_step=resumed_from, seconds=time.perf_counter() - start, times=times)
