@@ -369,7 +369,7 @@ class LossSettings:
                ot_weight=align["ot_weight"], epsilon=align["epsilon"],
                semantic_weight=align["semantic_weight"], use_attention=align["use_attention"],
                use_ot=align["use_ot"], sinkhorn_iterations=align["sinkhorn_iterations"],
-               sinkhorn_threshold=align["sinkhorn_threshold"])
+               sinkhorn_threshold=align["sinkhorn_threshold"], temperature=options.kd_temperature)
 
 
 def kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor,

@@ -7,10 +7,14 @@ most of a short run's wall time.
 
 ``config.compilation_cache_dir``:
 
-* ``"auto"`` (default): ``$JAX_COMPILATION_CACHE_DIR`` if set, else
-  ``$XDG_CACHE_HOME/sembridge_jax/xla`` (``~/.cache/sembridge_jax/xla``);
+* ``"auto"`` (default): a directory already chosen (``$JAX_COMPILATION_CACHE_DIR`` or
+  ``jax.config``) if any, else ``$XDG_CACHE_HOME/sembridge_jax/xla``
+  (``~/.cache/sembridge_jax/xla``);
 * a path: that directory;
 * ``""``: no persistent cache.
+
+JAX fixes the directory at the first compilation of a process, so this is set before any
+(`sembridge_jax.stages.run_stage` calls it first).
 
 Only programs that took at least ``jax_persistent_cache_min_compile_time_secs`` (JAX's
 default, 1 s) to compile are written, so the cache holds the few expensive programs.
@@ -28,8 +32,10 @@ AUTO = "auto"
 
 
 def default_directory() -> pathlib.Path:
-  """``$JAX_COMPILATION_CACHE_DIR``, else the user cache's ``sembridge_jax/xla``."""
-  explicit = os.environ.get("JAX_COMPILATION_CACHE_DIR", "").strip()
+  """The directory already chosen (``$JAX_COMPILATION_CACHE_DIR``, ``jax.config``), else
+  the user cache's ``sembridge_jax/xla``."""
+  explicit = (jax.config.jax_compilation_cache_dir
+              or os.environ.get("JAX_COMPILATION_CACHE_DIR", "")).strip()
   if explicit:
     return pathlib.Path(explicit).expanduser()
   base = os.environ.get("XDG_CACHE_HOME", "").strip() or pathlib.Path.home() / ".cache"
@@ -40,14 +46,18 @@ def enable(setting: str) -> pathlib.Path | None:
   """Points JAX's persistent compilation cache at ``setting`` (see the module
   docstring); returns the directory, or None when the cache is off."""
   if not setting:
+    jax.config.update("jax_enable_compilation_cache", False)
     return None
   directory = default_directory() if setting == AUTO else pathlib.Path(setting).expanduser()
   try:
     directory.mkdir(parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK):
+      raise PermissionError("not writable")
   except OSError as error:
     # A read-only home must not stop a run: it only recompiles.
-    warnings.warn(f"no persistent compilation cache: cannot create {directory} ({error})",
+    warnings.warn(f"no persistent compilation cache: cannot use {directory} ({error})",
                   stacklevel=2)
     return None
+  jax.config.update("jax_enable_compilation_cache", True)
   jax.config.update("jax_compilation_cache_dir", str(directory))
   return directory

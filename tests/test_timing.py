@@ -36,16 +36,23 @@ def test_phase_clock_splits_first_epoch_from_the_rest():
 def test_compilation_cache_directory(tmp_path, monkeypatch):
   previous = jax.config.jax_compilation_cache_dir
   try:
+    jax.config.update("jax_compilation_cache_dir", None)
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "from_env"))
     assert compilation_cache.enable("auto") == tmp_path / "from_env"
+    # "auto" keeps a directory already chosen; without one, the user cache.
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert compilation_cache.enable("auto") == tmp_path / "from_env"
+    jax.config.update("jax_compilation_cache_dir", None)
     assert compilation_cache.enable("auto") == tmp_path / "xdg" / "sembridge_jax" / "xla"
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "xdg" / "sembridge_jax" / "xla")
+    assert compilation_cache.enable(str(tmp_path / "mine")) == tmp_path / "mine"
     assert compilation_cache.enable("") is None
+    assert not jax.config.jax_enable_compilation_cache
     blocked = tmp_path / "file"
     blocked.write_text("")
     with pytest.warns(UserWarning, match="no persistent compilation cache"):
       assert compilation_cache.enable(str(blocked / "cache")) is None
   finally:
+    jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", previous)

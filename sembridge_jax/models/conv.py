@@ -203,18 +203,21 @@ def _depthwise_conv_bwd(strides, padding, residuals, dy):
   # dk: one variadic (multi-output) reduction over all kh*kw products. XLA:CPU
   # fuses the slices and products into that single pass over x and dy, while
   # kh*kw separate sums each become a library reduction fed by a materialised
-  # tap (measured 3x slower on 16x16 and larger maps).
+  # tap (measured 3x slower on 16x16 and larger maps). It reduces over the map
+  # first and over the batch after: one pass over (0, 1, 2) keeps kh*kw*C/16
+  # vector accumulators live, more than the CPU's registers, and ran 3-5x slower
+  # (bench/conv_profile.py, MobileNetV2's depthwise layers).
   products = tuple(
     tap.astype(jnp.float32) * dy.astype(jnp.float32)
     for tap in window_taps(x, (kh, kw), strides, padding)
   )
-  sums = lax.reduce(
+  per_image = lax.reduce(
     products,
     tuple(jnp.float32(0) for _ in products),
     lambda totals, values: tuple(t + v for t, v in zip(totals, values)),
-    (0, 1, 2),
+    (1, 2),
   )
-  dkernel = jnp.stack(sums)
+  dkernel = jnp.stack([partial.sum(axis=0) for partial in per_image])
   return dx.astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 

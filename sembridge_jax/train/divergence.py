@@ -34,7 +34,7 @@ class FiniteCheck:
 
   def __init__(self, desc: str, steps_per_epoch: int, suspects: tuple[str, ...]):
     self.desc, self.steps_per_epoch, self.suspects = desc, steps_per_epoch, suspects
-    self.pending: list[tuple[int, dict[str, jax.Array]]] = []
+    self.pending: list[tuple[int, dict[str, jax.Array], int]] = []  # (last step, metrics, count)
     self.last_saved: int | None = None
 
   def add(self, step: int, metrics: dict[str, jax.Array], count: int = 1) -> None:

@@ -263,10 +263,8 @@ def fit(*, modeldef: ModelDef, state: TrainState,
   """The epoch loop: ``num_epochs * steps_per_epoch`` steps of ``train_step``.
 
   Args:
-    checkpoint_every_epochs: save at the end of every N-th epoch, of the last epoch and
-      of any epoch whose evaluation is the best so far (the best checkpoint must exist).
-      Resuming restarts from the latest save, so a larger N trades redone epochs after a
-      kill for less time writing checkpoints.
+    checkpoint_every_epochs: save after every N-th, the last and any best epoch; a
+      larger N trades redone epochs after a kill for less time writing checkpoints.
     train_steps, steps_per_dispatch: `make_train_step`'s k-step function and k; a
       dispatch never crosses an epoch end, a checkpoint or ``stop_after_steps``.
     stop_after_steps: stop (after checkpointing) once this many steps are done, as if
@@ -320,8 +318,9 @@ def fit(*, modeldef: ModelDef, state: TrainState,
              unit="step", leave=True)
   last_time, last_step = time.perf_counter(), step
   clock = timing.PhaseClock()
-  compiled = False
-  log_every = max(1, min(steps_per_epoch, 10))
+  compiled: set[int] = set()   # dispatch sizes whose program has run (compiled) once
+  # Logging waits for the device: with k steps per dispatch, not after every dispatch.
+  log_every = max(1, min(steps_per_epoch, max(10, 2 * steps_per_dispatch)))
 
   def dispatch_size(at: int) -> int:
     bounds = [steps_per_dispatch, steps_per_epoch - at % steps_per_epoch]
@@ -342,11 +341,11 @@ def fit(*, modeldef: ModelDef, state: TrainState,
       if hooks.prepare_batch:
         batches = [hooks.prepare_batch(batch) for batch in batches]
       batch = sharding.put_batches(batches, mesh)
-    with clock.phase("steps" if compiled else "compile"):
+    with clock.phase("steps" if count in compiled else "compile"):
       state, step_metrics = (train_step if count == 1 else train_steps)(state, batch)
-      if not compiled:
+      if count not in compiled:
         jax.block_until_ready(step_metrics)
-        compiled = True
+        compiled.add(count)
     step += count
     finite.add(step, step_metrics, count)
     train_oa.add(step_metrics, count)
@@ -408,12 +407,14 @@ def fit(*, modeldef: ModelDef, state: TrainState,
 
     if stop_after_steps is not None and step >= stop_after_steps and step < total_steps:
       if not saved:
-        save(step)
+        with clock.phase("checkpoint"):
+          save(step)
       break
   bar.close()
   with clock.phase("steps"):
     jax.block_until_ready(state)
   times = clock.summary()
-  writer.write(step, times)
+  if compiled:   # Not for a run that was already finished.
+    writer.write(step, times)
   return Trained(modeldef=modeldef, state=state, history=history, best=best,
                  resumed_from_step=resumed_from, seconds=time.perf_counter() - start, times=times)
