@@ -79,7 +79,8 @@ def cell_name(per_class: int, evidence: str, scene_variation: float) -> str:
   return f"{evidence}_scenes{scene_variation:g}_n{per_class}"
 
 
-def cell_config(per_class: int, evidence: str, scene_variation: float, arm: str):
+def cell_config(per_class: int, evidence: str, scene_variation: float, arm: str,
+                epochs_scale: int = 1):
   from configs import synthetic as synthetic_config
   config = synthetic_config.get_config()
   config.progress = False
@@ -91,12 +92,12 @@ def cell_config(per_class: int, evidence: str, scene_variation: float, arm: str)
   s.scene_variation = float(scene_variation)
   config.model.teacher = "shufflenet_v2_x0_5"
   config.matcher.epochs = 6
-  epochs = EPOCHS[per_class]
+  epochs = EPOCHS[per_class] * epochs_scale
   for section in (config.student, config.distill):
     section.epochs = epochs
     section.batch_size = BATCH
   config.matcher.batch_size = BATCH
-  config.eval_every_epochs = EVAL_EVERY[per_class]
+  config.eval_every_epochs = EVAL_EVERY[per_class] * epochs_scale
   # Save only the best evaluation and the last epoch: a 3-step epoch takes less time than
   # a checkpoint write. (Training is unaffected; a killed run replays from its last save.)
   config.checkpoint.every_epochs = epochs
@@ -137,14 +138,14 @@ class Cell:
     return (self.kd_sfm if arm == "kd_sfm" else self.main).run(run)
 
 
-def train_cell_seed(cell: Cell, seed: int) -> None:
+def train_cell_seed(cell: Cell, seed: int, epochs_scale: int = 1) -> None:
   """Everything of one cell at one seed that is not finished yet."""
   from sembridge_jax import workdir as workdir_lib
   from sembridge_jax.config_base import load_benchmark
   from sembridge_jax.runs import Run
   from sembridge_jax.stages import matcher, students, teacher
 
-  config = cell_config(*cell.key, arm="alone")
+  config = cell_config(*cell.key, arm="alone", epochs_scale=epochs_scale)
   config.pipeline.seeds = (seed,)
   benchmark = load_benchmark(config, cell.main)
   if cell.teacher_home.root != cell.main.root:
@@ -161,7 +162,7 @@ def train_cell_seed(cell: Cell, seed: int) -> None:
   for arm in ARMS:
     if workdir_lib.test_metrics(cell.run_dir(arm, seed)).exists():
       continue
-    arm_config = cell_config(*cell.key, arm=arm)
+    arm_config = cell_config(*cell.key, arm=arm, epochs_scale=epochs_scale)
     arm_config.data.data_dir = config.data.data_dir
     workdir = cell.kd_sfm if arm == "kd_sfm" else cell.main
     start = time.perf_counter()
@@ -214,13 +215,14 @@ def collect(out: pathlib.Path) -> tuple[list[dict], list[dict]]:
 
 
 def write_reports(out: pathlib.Path, runs: list[dict], summary: list[dict],
-                  seconds: float | None) -> None:
+                  seconds: float | None, epochs_scale: int = 1) -> None:
   with (out / "regimes.csv").open("w", newline="") as f:
     if runs:
       writer = csv.DictWriter(f, fieldnames=list(runs[0]))
       writer.writeheader()
       writer.writerows(runs)
-  lines = [f"# Regime map ({SIZING})", "",
+  scaled = "" if epochs_scale == 1 else f"; every epoch count x{epochs_scale}"
+  lines = [f"# Regime map ({SIZING}{scaled})", "",
            "| RGB train / class | evidence | scene variation | arm | seeds | OA (%) | "
            "ΔOA vs alone | 95% CI | verdict | alone plateaued (Δ last quarter) |",
            "|---|---|---|---|---|---|---|---|---|---|"]
@@ -294,6 +296,9 @@ def main() -> None:
   parser.add_argument("--out", required=True, type=pathlib.Path)
   parser.add_argument("--report", action="store_true", help="only write the reports")
   parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+  parser.add_argument("--epochs-scale", type=int, default=1,
+                      help="train every student this many times EPOCHS (and evaluate as "
+                           "many times less often): the convergence re-run of the map")
   parser.add_argument("--evidence", default=",".join(EVIDENCE),
                       help="the evidence variants this invocation trains; two invocations "
                            "with disjoint variants share nothing but the compilation cache "
@@ -310,10 +315,11 @@ def main() -> None:
   if not args.report:
     for seed in map(int, args.seeds.split(",")):
       for key in itertools.product(PER_CLASS, args.evidence.split(","), SCENE_VARIATION):
-        train_cell_seed(Cell(args.out, *key), seed)
-      write_reports(args.out, *collect(args.out), None)   # A complete map after each seed.
+        train_cell_seed(Cell(args.out, *key), seed, args.epochs_scale)
+      write_reports(args.out, *collect(args.out), None, args.epochs_scale)   # A complete map after each seed.
   runs, summary = collect(args.out)
-  write_reports(args.out, runs, summary, None if args.report else time.perf_counter() - start)
+  write_reports(args.out, runs, summary, None if args.report else time.perf_counter() - start,
+                args.epochs_scale)
   print((args.out / "regimes.md").read_text())
 
 
