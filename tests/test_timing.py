@@ -56,3 +56,12 @@ def test_compilation_cache_directory(tmp_path, monkeypatch):
   finally:
     jax.config.update("jax_enable_compilation_cache", True)
     jax.config.update("jax_compilation_cache_dir", previous)
+
+
+def test_phase_clock_of_a_single_epoch_run_has_no_share():
+  clock = timing.PhaseClock()
+  with clock.phase("steps"):
+    pass
+  times = clock.summary()
+  assert "time/steps_share_after_first_epoch" not in times
+  assert all(value == value for value in times.values())   # no NaN: strict JSON

@@ -53,7 +53,7 @@ class PhaseClock:
   def summary(self) -> dict[str, float]:
     """``time/<phase>_s``, ``time/wall_s``, ``time/other_s`` (logging, progress bar,
     Python), and with ``after_first_epoch/`` the same after the first epoch, plus
-    ``time/steps_share_after_first_epoch`` (NaN when the run had a single epoch)."""
+    ``time/steps_share_after_first_epoch`` (absent when the run had a single epoch)."""
     now = time.perf_counter()
     result: dict[str, float] = {}
     for prefix, phases, wall in (
@@ -64,6 +64,6 @@ class PhaseClock:
       result[f"{prefix}wall_s"] = wall
       result[f"{prefix}other_s"] = max(0.0, wall - sum(phases.values()))
     wall_after = result["time/after_first_epoch/wall_s"]
-    result["time/steps_share_after_first_epoch"] = (
-        self.after_first_epoch["steps"] / wall_after if wall_after > 0 else float("nan"))
+    if wall_after > 0:   # (a single-epoch run has no "after"; JSON has no NaN)
+      result["time/steps_share_after_first_epoch"] = self.after_first_epoch["steps"] / wall_after
     return result
