@@ -138,8 +138,9 @@ class Cell:
     return (self.kd_sfm if arm == "kd_sfm" else self.main).run(run)
 
 
-def train_cell_seed(cell: Cell, seed: int, epochs_scale: int = 1) -> None:
-  """Everything of one cell at one seed that is not finished yet."""
+def train_cell_seed(cell: Cell, seed: int, epochs_scale: int = 1,
+                    arms: tuple[str, ...] = ARMS) -> None:
+  """Everything of one cell at one seed (of ``arms``) that is not finished yet."""
   from sembridge_jax import workdir as workdir_lib
   from sembridge_jax.config_base import load_benchmark
   from sembridge_jax.runs import Run
@@ -159,7 +160,7 @@ def train_cell_seed(cell: Cell, seed: int, epochs_scale: int = 1) -> None:
     matcher.match(config, cell.main, benchmark)
   for name in ("matching", "teacher", "gallery"):
     _link(cell.main.root / name, cell.kd_sfm.root / name)
-  for arm in ARMS:
+  for arm in arms:
     if workdir_lib.test_metrics(cell.run_dir(arm, seed)).exists():
       continue
     arm_config = cell_config(*cell.key, arm=arm, epochs_scale=epochs_scale)
@@ -303,10 +304,15 @@ def main() -> None:
                       help="the evidence variants this invocation trains; two invocations "
                            "with disjoint variants share nothing but the compilation cache "
                            "and can run side by side, one per core")
+  parser.add_argument("--arms", default=",".join(ARMS),
+                      help="the arms this invocation trains (e.g. 'alone' first, to see "
+                           "whether the students alone plateau before the rest runs)")
   args = parser.parse_args()
-  unknown = set(args.evidence.split(",")) - set(EVIDENCE)
-  if unknown:
-    parser.error(f"--evidence: unknown variant(s) {sorted(unknown)}; choose from {EVIDENCE}")
+  for flag, chosen, known in (("--evidence", args.evidence, EVIDENCE), ("--arms", args.arms, ARMS)):
+    unknown = set(chosen.split(",")) - set(known)
+    if unknown:
+      parser.error(f"{flag}: unknown value(s) {sorted(unknown)}; choose from {known}")
+  arms = tuple(arm for arm in ARMS if arm in args.arms.split(","))
   args.out.mkdir(parents=True, exist_ok=True)
   import jax
   jax.config.update("jax_compilation_cache_dir", str(args.out / "jax_cache"))
@@ -315,7 +321,7 @@ def main() -> None:
   if not args.report:
     for seed in map(int, args.seeds.split(",")):
       for key in itertools.product(PER_CLASS, args.evidence.split(","), SCENE_VARIATION):
-        train_cell_seed(Cell(args.out, *key), seed, args.epochs_scale)
+        train_cell_seed(Cell(args.out, *key), seed, args.epochs_scale, arms)
       write_reports(args.out, *collect(args.out), None, args.epochs_scale)   # A complete map after each seed.
   runs, summary = collect(args.out)
   write_reports(args.out, runs, summary, None if args.report else time.perf_counter() - start,

@@ -12,21 +12,13 @@ of the epochs); paired: SemBridge vs KD +0.05 [-0.85, +0.94], no detectable
 difference. docs/kd_diagnosis.md compares it with the default's 15 epochs.
 """
 
-import importlib.util
 import pathlib
 
-
-def _default():
-  """configs/synthetic.py, loaded by path (config files are not a package)."""
-  spec = importlib.util.spec_from_file_location(
-      "configs_synthetic", pathlib.Path(__file__).with_name("synthetic.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from sembridge_jax import config_base
 
 
 def get_config():
-  c = _default().get_config()
+  c = config_base.config_from_file(pathlib.Path(__file__).with_name("synthetic.py"))
   c.student.epochs = 30
   c.distill.epochs = 30
   c.matching.rematch_epochs = (10, 20)

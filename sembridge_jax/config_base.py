@@ -24,6 +24,18 @@ MATCHING_MODES = ("epochs", "step")
 DTYPES = ("float32", "bfloat16")
 
 
+def config_from_file(path: str | pathlib.Path) -> ml_collections.ConfigDict:
+  """``get_config()`` of a ``configs/*.py`` file, loaded by path (config files are not a
+  package; a config that varies another loads it with this)."""
+  path = pathlib.Path(path)
+  if not path.is_file():
+    raise FileNotFoundError(f"config file {path} not found")
+  spec = importlib.util.spec_from_file_location(f"_sembridge_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
 def dataset_config(name: str) -> ml_collections.ConfigDict:
   """``config.data`` for dataset ``name``: its channels, RGB size and true-colour bands.
 

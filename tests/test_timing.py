@@ -65,3 +65,68 @@ def test_phase_clock_of_a_single_epoch_run_has_no_share():
   times = clock.summary()
   assert "time/steps_share_after_first_epoch" not in times
   assert all(value == value for value in times.values())   # no NaN: strict JSON
+
+
+def _bench_module(name: str):
+  import importlib.util
+
+  from conftest import REPO
+  spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_phase_report_reads_the_last_times_of_every_run(tmp_path):
+  import json
+  phase_report = _bench_module("phase_report")
+  clock = timing.PhaseClock()
+  with clock.phase("compile"):
+    time.sleep(0.01)
+  clock.end_first_epoch()
+  with clock.phase("steps"):
+    time.sleep(0.02)
+  final = clock.summary()
+  run = tmp_path / "student_only" / "seed_0"
+  run.mkdir(parents=True)
+  early = {key: 0.0 for key in final}   # An earlier record: the report takes the last one.
+  (run / "metrics.jsonl").write_text("\n".join(json.dumps({"step": s, **r}) for s, r in (
+      (1, {"loss": 1.0}), (2, early), (3, final), (3, {"oa": 0.5}))) + "\n")
+  unfinished = tmp_path / "distill" / "kd" / "seed_0"
+  unfinished.mkdir(parents=True)
+  (unfinished / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 2.0}) + "\n")
+  runs = phase_report.collect(tmp_path)
+  assert list(runs) == ["student_only/seed_0"]
+  assert runs["student_only/seed_0"]["time/steps_s"] == pytest.approx(final["time/steps_s"])
+  table = phase_report.markdown(runs)
+  share = 100 * final["time/steps_share_after_first_epoch"]
+  assert f"**{share:.0f}%**" in table
+  assert "| steps | " + f"{final['time/steps_s']:.1f} ({final['time/after_first_epoch/steps_s']:.1f})" in table
+
+
+def test_s2s_size_config_is_issue_18s_timing_run():
+  from conftest import REPO
+  from sembridge_jax import config_base
+  config = config_base.validate_config(
+      config_base.config_from_file(REPO / "configs" / "synthetic_s2s_size.py"))
+  s = config.data.synthetic
+  assert s.num_classes * s.ms_per_class == 27_000 and s.num_classes * s.rgb_per_class == 27_000
+  assert s.image_size == 64
+  assert {config.model.teacher, config.model.student} == {"resnet34"}
+  assert config.distill.batch_size == config.student.batch_size == 256
+  assert config.distill.epochs == config.student.epochs == 5
+  with pytest.raises(FileNotFoundError, match="not found"):
+    config_base.config_from_file(REPO / "configs" / "no_such_config.py")
+
+
+def test_gpu_check_script_parses_and_has_every_stage_it_lists():
+  import re
+  import subprocess
+
+  from conftest import REPO
+  script = REPO / "bench" / "gpu" / "check.sh"
+  subprocess.run(["bash", "-n", str(script)], check=True)
+  text = script.read_text()
+  listed = re.findall(r"^#   (\w+)\s{2,}", text, flags=re.M)
+  defined = re.findall(r"^stage_(\w+)\(\)", text, flags=re.M)
+  assert listed and sorted(listed) == sorted(defined)

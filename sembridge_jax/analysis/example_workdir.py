@@ -9,7 +9,6 @@ directory. `execute_notebook` runs the notebook headless with some parameters re
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import tempfile
 from typing import Any, Mapping
@@ -40,13 +39,7 @@ def load_config_file(path: str | pathlib.Path, overrides: Mapping[str, Any] | No
   """``get_config()`` of a ``configs/*.py`` file, with overrides applied and validated."""
   from sembridge_jax import config_base
 
-  path = pathlib.Path(path)
-  if not path.is_file():
-    raise FileNotFoundError(f"config file {path} not found")
-  spec = importlib.util.spec_from_file_location(f"_sembridge_config_{path.stem}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = apply_overrides(module.get_config(), overrides or {})
+  config = apply_overrides(config_base.config_from_file(path), overrides or {})
   return config_base.validate_config(config)
 
 

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The prepared device check of issue #18: one command on a lent GPU, its results in $OUT.
+#
+#   bench/gpu/check.sh [STAGE ...]      (default: env compare_resnet compare_mobilenet)
+#
+# Stages, in the order given (each is cut off when the budget runs out; what it printed
+# so far stays in $OUT/STAGE.log):
+#   env                 nvidia-smi, Python, JAX / Flax / PyTorch versions, JAX's devices
+#   compare_resnet      bench/compare_pytorch.py, ResNet-34 pair, batch 256, 64 px: JAX
+#                       gallery / teacher inside against PyTorch eager, no_grad, precomputed
+#                       and torch.compile, interleaved (~2-3 min with torch.compile)
+#   compare_mobilenet   the same for the MobileNetV2 pair (its gallery slowdown)
+#   timing              configs/synthetic_s2s_size.py: the S2S_EU-sized dataset build
+#                       (~5-8 min of one CPU core), then teacher, matcher, student alone and
+#                       SemBridge; $OUT/phases.md: each run's time per phase
+#                       (bench/phase_report.py)
+#
+# Environment: OUT (default workdirs/gpu_check), BUDGET_S (seconds for all stages, default
+# 540), PYTHON (default python3), SMALL=1 (tiny sizes: a dry run of every stage on a CPU),
+# WHEELS=0 (do not install the wheels under .whl/, which bench/gpu/wheels.sh fetched for
+# the device's Python 3.12; installed by default). bench/gpu/README.md
+# says how to call it through the device tool.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-workdirs/gpu_check}
+BUDGET_S=${BUDGET_S:-540}
+PYTHON=${PYTHON:-python3}
+SMALL=${SMALL:-0}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if [[ ${WHEELS:-1} == 1 ]] && compgen -G ".whl/*.whl" > /dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/sembridge_site .whl/*.whl || { echo "[check] wheel install failed"; exit 1; }
+  export PYTHONPATH=/tmp/sembridge_site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+
+# Word lists (no value holds a space), exported to the stages' shells.
+if [[ $SMALL == 1 ]]; then
+  COMPARE="--batch 8 --size 32 --steps 1 --rounds 1"
+  TIMING="--config.data.synthetic.ms_per_class=12 --config.data.synthetic.rgb_per_class=12
+          --config.data.synthetic.image_size=32 --config.teacher.batch_size=16
+          --config.matcher.batch_size=16 --config.student.batch_size=16
+          --config.distill.batch_size=16 --config.eval_batch_size=64
+          --config.model.teacher=shufflenet_v2_x0_5 --config.model.matcher=shufflenet_v2_x0_5
+          --config.model.student=shufflenet_v2_x0_5 --config.matching.rematch_epochs=(2,)
+          --config.student.epochs=3 --config.distill.epochs=3"
+else
+  COMPARE="--batch 256 --size 64 --steps 20 --rounds 3"
+  TIMING=""
+fi
+export PYTHON OUT COMPARE TIMING TIMING_WORKDIR
+
+stage_env() {
+  nvidia-smi -L 2>&1 || echo "no nvidia-smi"
+  "$PYTHON" - <<'PY'
+import platform, jax, flax, optax
+print("Python", platform.python_version(), "| JAX", jax.__version__, "| Flax", flax.__version__,
+      "| Optax", optax.__version__)
+print("JAX devices:", jax.devices())
+try:
+  import torch
+  print("PyTorch", torch.__version__, "| CUDA", torch.cuda.is_available(),
+        torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+except ImportError:
+  print("PyTorch: not installed")
+PY
+}
+stage_compare_resnet() { "$PYTHON" bench/compare_pytorch.py --pairs resnet34 $COMPARE; }
+stage_compare_mobilenet() { "$PYTHON" bench/compare_pytorch.py --pairs mobilenet_v2 $COMPARE; }
+TIMING_WORKDIR=/tmp/sembridge_s2s_size
+stage_timing() {
+  "$PYTHON" -m sembridge_jax.main pipeline --config configs/synthetic_s2s_size.py \
+    --workdir "$TIMING_WORKDIR" --config.progress=False $TIMING
+}
+
+export -f stage_env stage_compare_resnet stage_compare_mobilenet stage_timing
+start=$SECONDS
+for stage in "${@:-env compare_resnet compare_mobilenet}"; do
+  for name in $stage; do
+    left=$(( BUDGET_S - (SECONDS - start) ))
+    if (( left < 20 )); then
+      echo "[check] $name: skipped, ${left} s of the budget left" | tee -a "$OUT/stages.log"
+      continue
+    fi
+    echo "[check] $name: started, limit ${left} s"
+    began=$SECONDS
+    if ! declare -F "stage_$name" > /dev/null; then
+      echo "[check] $name: no such stage" | tee -a "$OUT/stages.log"
+      continue
+    fi
+    timeout "$left" bash -c "stage_$name" > "$OUT/$name.log" 2>&1
+    rc=$?
+    echo "[check] $name: exit $rc after $(( SECONDS - began )) s" | tee -a "$OUT/stages.log"
+    tail -n 25 "$OUT/$name.log"
+    if [[ $name == timing ]]; then   # The runs that finished, also when the budget cut it.
+      "$PYTHON" bench/phase_report.py "$TIMING_WORKDIR" > "$OUT/phases.md" 2>&1
+      cat "$OUT/phases.md"
+    fi
+  done
+done
