@@ -260,8 +260,20 @@ CONV_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CONV_CASES, ids=lambda case: "-".join(map(str, case[1:])))
-def test_im2col_equals_lax_convolution_forward_and_gradients(case):
+GEMM_GRAD_CASES = CONV_CASES + [   # (strided or grouped ones fall back to plain XLA)
+  (2, 5, 4, 3, 5, 5, 1, 2, 1),  # 5x5 kernel, map smaller than the kernel's reach
+]
+
+
+def _implementation(name):
+  return {"im2col": conv_lib.conv2d_im2col, "xla_gemm_grad": conv_lib.conv2d_xla_gemm_grad}[name]
+
+
+@pytest.mark.parametrize(
+  "impl, case",
+  [("im2col", case) for case in CONV_CASES] + [("xla_gemm_grad", case) for case in GEMM_GRAD_CASES],
+  ids=lambda value: value if isinstance(value, str) else "-".join(map(str, value[1:])))
+def test_conv_paths_equal_lax_convolution_forward_and_gradients(impl, case):
   batch, height, width, cin, cout, kernel, strides, padding, groups = case
   # NumPy data: every new shape of jax.random.normal is a (slow) compile.
   rng = np.random.default_rng(0)
@@ -277,7 +289,7 @@ def test_im2col_equals_lax_convolution_forward_and_gradients(case):
     return y, vjp(cotangent)
 
   (y_ref, (dx_ref, dw_ref)) = run(conv_lib.conv2d_xla)
-  (y, (dx, dw)) = run(conv_lib.conv2d_im2col)
+  (y, (dx, dw)) = run(_implementation(impl))
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
@@ -321,10 +333,14 @@ def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps():
   assert resolve((64, 32, 32, 16), (1, 1, 16, 96), padding=0) == "im2col"
   assert resolve((64, 4, 4, 256), (3, 3, 256, 256)) == "im2col"
   assert resolve((64, 8, 8, 256), (3, 3, 256, 512), strides=2) == "im2col"  # 4x4 output
-  assert resolve((64, 16, 16, 64), (3, 3, 64, 64)) == "xla"
+  # Dense stride 1 on 16x16 and larger maps: XLA, with the kernel gradient as one GEMM.
+  assert resolve((64, 16, 16, 64), (3, 3, 64, 64)) == "xla_gemm_grad"
+  assert resolve((64, 8, 8, 128), (3, 3, 128, 128)) == "xla"
+  assert resolve((64, 32, 32, 64), (3, 3, 64, 64), strides=2) == "xla"   # 16x16 output
+  assert resolve((64, 16, 16, 64), (3, 3, 64, 64), backend="gpu") == "xla"
   assert resolve((64, 2, 2, 512), (3, 3, 512, 512), backend="gpu") == "xla"
   assert resolve((64, 32, 32, 96), (3, 3, 1, 96), groups=96, backend="tpu") == "xla"
-  for impl in ("xla", "im2col"):
+  for impl in ("xla", "im2col", "xla_gemm_grad"):
     resolved = conv_lib.resolve_conv_impl(
       impl, input_shape=(1, 64, 64, 3), kernel_shape=(3, 3, 3, 8)
     )

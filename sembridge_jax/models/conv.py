@@ -30,7 +30,11 @@ and their weight gradients are slow at every size. Slices, concatenations and
 dots differentiate into pads, slices and dots, all of which XLA:CPU handles
 well. ``"auto"`` (the default) therefore picks ``"im2col"`` on CPU for
 depthwise and 1x1 convolutions and for those whose output map is small, and
-``"xla"`` everywhere else; the choice is made at trace time from
+``"xla"`` everywhere else, except that on CPU a dense stride-1 convolution on a 16x16
+or larger map takes its kernel gradient from one GEMM (:func:`conv2d_xla_gemm_grad`:
+XLA:CPU's own kernel-gradient convolution is slow there too, and custom VJPs have no
+forward-mode rule, so ``jax.jvp`` through one needs ``conv_impl="xla"``). The choice
+is made at trace time from
 ``jax.default_backend()`` and the static shapes, so it costs nothing at run
 time. The parameters are the same for both paths (the kernel keeps the
 ``nnx.Conv`` layout ``(kh, kw, C/G, O)``), so checkpoints are interchangeable.
@@ -55,8 +59,8 @@ from sembridge_jax.models.windows import (
   window_taps,
 )
 
-ConvImpl: TypeAlias = Literal["auto", "xla", "im2col"]
-CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "im2col")
+ConvImpl: TypeAlias = Literal["auto", "xla", "im2col", "xla_gemm_grad"]
+CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "im2col", "xla_gemm_grad")
 
 Padding: TypeAlias = int | Sequence[tuple[int, int]]
 
@@ -66,6 +70,11 @@ Padding: TypeAlias = int | Sequence[tuple[int, int]]
 # larger maps, the two are even on 4x4, and XLA collapses below (2x2 output,
 # 512 -> 512: 4.1 s / 3.2 s / 7.7 s against 30 / 64 / 75 ms).
 CPU_IM2COL_MAX_OUTPUT_PIXELS = 16
+# On CPU, dense stride-1 convolutions (3x3 and larger) whose output map has at least this
+# many pixels take their kernel gradient from one GEMM (`conv2d_xla_gemm_grad`). Measured
+# at batch 64 on 2 cores (bench/conv_profile.py), 3x3 64 -> 64: 16x16 36 -> 23 ms,
+# 32x32 136 -> 89 ms; on 8x8 (128 -> 128) it is slower, 7.6 -> 9.9 ms.
+CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS = 256
 
 
 def _check_shapes(x: jax.Array, kernel: jax.Array, feature_group_count: int) -> None:
@@ -224,7 +233,75 @@ def _depthwise_conv_bwd(strides, padding, residuals, dy):
 _depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
-_IMPLEMENTATIONS = {"xla": conv2d_xla, "im2col": conv2d_im2col}
+def conv2d_xla_gemm_grad(
+  x: jax.Array,
+  kernel: jax.Array,
+  *,
+  strides: tuple[int, int] = (1, 1),
+  padding: Padding = 0,
+  feature_group_count: int = 1,
+) -> jax.Array:
+  """:func:`conv2d_xla` whose kernel gradient is one GEMM where the convolution is dense
+  and has stride 1 (others are plain :func:`conv2d_xla`).
+
+  Same arguments, result and dtype as :func:`conv2d_xla`; the forward pass and the
+  input gradient are XLA's. The kernel gradient
+  ``dk[i, j, c, o] = sum_{b, h, w} x_pad[b, h + i, w + j, c] * dy[b, h, w, o]`` is
+  computed as ``X^T D`` with
+
+  * ``X[b, h, w', (i, c)] = x_pad[b, h + i, w', c]``: the ``kh`` row-shifted copies of
+    the padded input side by side along channels, over its full padded width ``w'``;
+  * ``D[b, h, w', (j, o)] = dy[b, h, w' - j, o]`` (zero outside): ``dy`` shifted right
+    by ``j`` columns, ``kw`` copies side by side;
+
+  so that ``(X^T D)[(i, c), (j, o)]`` sums ``x_pad[b, h + i, w + j, c] dy[b, h, w, o]``
+  over ``b, h`` and ``w = w' - j``. XLA:CPU runs its own weight-gradient convolution on
+  16x16 and larger maps at a sixth of the GEMM's speed; this costs ``(W + kw - 1) / W``
+  more multiplications than the minimum and two copies of ``kh`` and ``kw`` times the
+  activations, and is 1.5x faster there (slower on 8x8 and smaller maps).
+  """
+  _check_shapes(x, kernel, feature_group_count)
+  if feature_group_count != 1 or pair(strides, "strides") != (1, 1):
+    return conv2d_xla(x, kernel, strides=strides, padding=padding,
+                      feature_group_count=feature_group_count)
+  return _xla_conv_gemm_grad(x, kernel, normalize_padding(padding))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _xla_conv_gemm_grad(x: jax.Array, kernel: jax.Array, padding: Pads) -> jax.Array:
+  return conv2d_xla(x, kernel, padding=padding)
+
+
+def _xla_conv_gemm_grad_fwd(x, kernel, padding):
+  return conv2d_xla(x, kernel, padding=padding), (x, kernel)
+
+
+def _xla_conv_gemm_grad_bwd(padding, residuals, dy):
+  x, kernel = residuals
+  kh, kw, channels, out = kernel.shape
+  _, input_vjp = jax.vjp(lambda inputs: conv2d_xla(inputs, kernel, padding=padding), x)
+  (dx,) = input_vjp(dy)
+  x_pad = jnp.pad(x, ((0, 0), *padding, (0, 0)))
+  out_h, out_w = dy.shape[1:3]
+  padded_w = x_pad.shape[2]
+  rows = jnp.concatenate([x_pad[:, i:i + out_h] for i in range(kh)], axis=-1)
+  shifted = jnp.concatenate(
+    [jnp.pad(dy, ((0, 0), (0, 0), (j, padded_w - out_w - j), (0, 0))) for j in range(kw)],
+    axis=-1,
+  )
+  gram = lax.dot_general(
+    rows.reshape(-1, kh * channels), shifted.reshape(-1, kw * out),
+    (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32,
+  )
+  dkernel = gram.reshape(kh, channels, kw, out).transpose(0, 2, 1, 3)
+  return dx, dkernel.astype(kernel.dtype)
+
+
+_xla_conv_gemm_grad.defvjp(_xla_conv_gemm_grad_fwd, _xla_conv_gemm_grad_bwd)
+
+
+_IMPLEMENTATIONS = {"xla": conv2d_xla, "im2col": conv2d_im2col,
+                    "xla_gemm_grad": conv2d_xla_gemm_grad}
 
 
 def resolve_conv_impl(
@@ -236,7 +313,7 @@ def resolve_conv_impl(
   padding: Padding = 0,
   feature_group_count: int = 1,
   backend: str | None = None,
-) -> Literal["xla", "im2col"]:
+) -> Literal["xla", "im2col", "xla_gemm_grad"]:
   """Turns ``"auto"`` into a concrete implementation; others pass through.
 
   ``"auto"`` means, on the CPU backend, ``"im2col"`` for depthwise
@@ -257,7 +334,11 @@ def resolve_conv_impl(
   out_pixels = output_size(input_shape[1], kh, sh, pads[0]) * output_size(
     input_shape[2], kw, sw, pads[1]
   )
-  return "im2col" if out_pixels <= CPU_IM2COL_MAX_OUTPUT_PIXELS else "xla"
+  if out_pixels <= CPU_IM2COL_MAX_OUTPUT_PIXELS:
+    return "im2col"
+  if (sh, sw) == (1, 1) and feature_group_count == 1 and out_pixels >= CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS:
+    return "xla_gemm_grad"
+  return "xla"
 
 
 def conv2d(

@@ -76,7 +76,8 @@ def max_pool_taps(
   return _first_max(window_taps(rows, (kh, 1), (sh, 1), (pad_h, (0, 0)), -jnp.inf))
 
 
-_IMPLEMENTATIONS = {"xla": max_pool_xla, "im2col": max_pool_taps}
+# (A pooling has no kernel: "xla_gemm_grad" pools as "xla".)
+_IMPLEMENTATIONS = {"xla": max_pool_xla, "im2col": max_pool_taps, "xla_gemm_grad": max_pool_xla}
 
 
 def max_pool(
