@@ -6,7 +6,8 @@ r"""Where each run's wall time went: the per-phase times every run writes (issue
 Reads the last ``time/...`` record of every ``metrics.jsonl`` under WORKDIR (see
 `sembridge_jax.train.timing`): compilation, steps, input, evaluation, checkpoints, hooks
 and the rest, in total and after the first epoch, and the share of the wall time after
-the first epoch spent in steps (issue #18's GPU target: at least 80%).
+the first epoch spent in steps (issue #18's GPU target: at least 80%). A resumed run's
+last record covers the process that finished it, not the ones before.
 """
 
 from __future__ import annotations

@@ -2,15 +2,16 @@ r"""Timing at S2S_EU's size: where an accelerator run's wall time goes (issue #1
 
 The synthetic generator at the size of S2S_EU (27,000 MS and 27,000 RGB images of 64 px,
 10 classes), the paper's ResNet-34 teacher, matcher and student, batch 256, 5 epochs for
-the student alone and for SemBridge (teacher and matcher 2 epochs each: they only have to
-exist). A speed measurement, not an accuracy benchmark:
+the students (teacher and matcher 1 epoch each: they only have to exist). A speed
+measurement, not an accuracy benchmark:
 
   sembridge-jax pipeline --config configs/synthetic_s2s_size.py --workdir /tmp/s2s_size
   python bench/phase_report.py /tmp/s2s_size     # compile / steps / input / evaluation ...
 
-bench/gpu/check.sh runs exactly this on a lent GPU. Building the dataset reads and
-compresses every file in one process: about 9 ms per MS and 4 ms per RGB image on this
-repository's 2-core CPU (8 minutes for the 54,000), so the device check builds it first.
+bench/gpu/check.sh (stage `timing`) runs its student alone and its SemBridge run on a lent
+GPU, stage by stage. Building the dataset generates, reads back and compresses every file
+in one process: about 9 ms per MS and 4 ms per RGB image on this repository's 2-core CPU,
+about 6 minutes for the 54,000.
 
 Expected: not measured on an accelerator yet (no GPU was lent). The target of issue #18:
 the training steps take at least 80% of each run's wall time after its first epoch
@@ -31,7 +32,7 @@ def get_config():
   s.extra_rgb_test_per_class = 0     # the stratified test split is large enough here
   c.model.teacher = c.model.student = c.model.matcher = "resnet34"
   c.eval_batch_size = 1024
-  for section, epochs in ((c.teacher, 2), (c.matcher, 2), (c.student, 5), (c.distill, 5)):
+  for section, epochs in ((c.teacher, 1), (c.matcher, 1), (c.student, 5), (c.distill, 5)):
     section.epochs = epochs
     section.batch_size = 256
   c.matching.rematch_epochs = (3,)

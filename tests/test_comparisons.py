@@ -121,3 +121,34 @@ def test_a_run_compared_with_its_namesake_in_another_workdir(tmp_path):
       folders[name][seed] = folder
   c = results_lib.compare_runs("student_only", folders["long"], "student_only", folders["short"])
   assert c.diff > 30 and c.verdict == comparisons.BETTER
+
+
+def test_compare_workdirs_pairs_each_run_with_its_namesake(tmp_path):
+  import importlib.util
+
+  from conftest import REPO
+  spec = importlib.util.spec_from_file_location("compare_workdirs",
+                                                REPO / "bench" / "compare_workdirs.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  rng = np.random.default_rng(2)
+  labels = rng.integers(0, 3, 400)
+  accuracy = {"base": {"student_only": 0.5, "kd": 0.6}, "other": {"student_only": 0.9, "kd": 0.6}}
+  for side, runs in accuracy.items():
+    for name, p in runs.items():
+      for seed in (0, 1):
+        predicted = np.where(rng.random(400) < p, labels, (labels + 1) % 3)
+        order = rng.permutation(400)
+        _write_run(Workdir(tmp_path / side).run(Run.parse(name, seed)), np.arange(400)[order],
+                   labels[order], predicted[order])
+  # A run only one side has is left out.
+  _write_run(Workdir(tmp_path / "other").run(Run.parse("kd+sembridge", 0)), np.arange(400),
+             labels, labels)
+  found = {c.a: c for c in module.compare_workdirs(tmp_path / "base", tmp_path / "other")}
+  assert set(found) == {"student alone (RGB)", "KD, random same-class pairs"}
+  assert found["student alone (RGB)"].verdict == comparisons.BETTER
+  assert found["student alone (RGB)"].diff == pytest.approx(40, abs=6)
+  assert found["KD, random same-class pairs"].seeds == (0, 1)
+  assert abs(found["KD, random same-class pairs"].diff) < 8
+  table = module.markdown(list(found.values()), tmp_path / "base", tmp_path / "other")
+  assert "| student alone (RGB) | 0,1 | 400 |" in table

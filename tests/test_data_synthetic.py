@@ -30,6 +30,16 @@ def test_generation_is_deterministic_and_seeded(tmp_path):
   assert all(a[k] != c[k] for k in a if k.endswith((".tif", ".jpg")))
 
 
+def test_classes_rendered_in_parallel_give_the_same_files(tmp_path, monkeypatch):
+  serial = all_files(synthetic.generate_synthetic_benchmark(
+      tmp_path / "serial", **SMALL, extra_rgb_test_per_class=2, workers=1))
+  monkeypatch.setattr(synthetic, "PARALLEL_MIN_IMAGES", 0)
+  parallel = all_files(synthetic.generate_synthetic_benchmark(
+      tmp_path / "parallel", **SMALL, extra_rgb_test_per_class=2, workers=2))
+  assert serial == parallel
+  assert sum(name.endswith(".tif") for name in serial) == 4 * 3
+
+
 def test_layout_georeferencing_and_formats(tmp_path):
   root = synthetic.generate_synthetic_benchmark(tmp_path, **SMALL)
   names = synthetic.synthetic_class_names(4)

@@ -260,8 +260,11 @@ CONV_CASES = [
 ]
 
 
-GEMM_GRAD_CASES = CONV_CASES + [   # (strided or grouped ones fall back to plain XLA)
+GEMM_GRAD_CASES = [case for case in CONV_CASES if case[6] == 1 and case[8] == 1] + [
   (2, 5, 4, 3, 5, 5, 1, 2, 1),  # 5x5 kernel, map smaller than the kernel's reach
+  (2, 6, 7, 3, 4, (2, 3), 1, ((1, 0), (2, 1)), 1),  # 2x3 kernel, asymmetric padding
+  (2, 8, 8, 5, 7, 3, 2, 1, 1),  # strided: falls back to plain XLA
+  (2, 6, 6, 8, 6, 3, 1, 1, 2),  # grouped: falls back to plain XLA
 ]
 
 
@@ -275,10 +278,11 @@ def _implementation(name):
   ids=lambda value: value if isinstance(value, str) else "-".join(map(str, value[1:])))
 def test_conv_paths_equal_lax_convolution_forward_and_gradients(impl, case):
   batch, height, width, cin, cout, kernel, strides, padding, groups = case
+  kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
   # NumPy data: every new shape of jax.random.normal is a (slow) compile.
   rng = np.random.default_rng(0)
   x = rng.normal(size=(batch, height, width, cin)).astype(np.float32)
-  w = rng.normal(size=(kernel, kernel, cin // groups, cout)).astype(np.float32)
+  w = rng.normal(size=(kh, kw, cin // groups, cout)).astype(np.float32)
 
   def run(impl):
     def conv(x, w):
@@ -293,6 +297,21 @@ def test_conv_paths_equal_lax_convolution_forward_and_gradients(impl, case):
   np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(dw, dw_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_kernel_gradient_keeps_bfloat16_and_matches_xla():
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, 16, 16, 8)), jnp.bfloat16)
+  w = jnp.asarray(rng.normal(size=(3, 3, 8, 4)), jnp.bfloat16)
+  grads = {}
+  for name, impl in (("xla", conv_lib.conv2d_xla), ("gemm", conv_lib.conv2d_xla_gemm_grad)):
+    y, vjp = jax.vjp(lambda x, w: impl(x, w, padding=1), x, w)
+    grads[name] = vjp(jnp.ones_like(y))
+  for (dx_ref, dw_ref), (dx, dw) in [(grads["xla"], grads["gemm"])]:
+    assert dx.dtype == dw.dtype == jnp.bfloat16
+    np.testing.assert_allclose(np.float32(dx), np.float32(dx_ref), rtol=2e-2, atol=2e-2)
+    np.testing.assert_allclose(np.float32(dw), np.float32(dw_ref), rtol=2e-2,
+                               atol=2e-2 * float(jnp.max(jnp.abs(np.float32(dw_ref)))))
 
 
 def test_im2col_matches_numpy_direct_convolution():
@@ -338,6 +357,7 @@ def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps():
   assert resolve((64, 8, 8, 128), (3, 3, 128, 128)) == "xla"
   assert resolve((64, 32, 32, 64), (3, 3, 64, 64), strides=2) == "xla"   # 16x16 output
   assert resolve((64, 16, 16, 64), (3, 3, 64, 64), backend="gpu") == "xla"
+  assert resolve((64, 16, 16, 64), (1, 3, 64, 64), padding=((0, 0), (1, 1))) == "xla"
   assert resolve((64, 2, 2, 512), (3, 3, 512, 512), backend="gpu") == "xla"
   assert resolve((64, 32, 32, 96), (3, 3, 1, 96), groups=96, backend="tpu") == "xla"
   for impl in ("xla", "im2col", "xla_gemm_grad"):

@@ -119,7 +119,7 @@ def test_s2s_size_config_is_issue_18s_timing_run():
     config_base.config_from_file(REPO / "configs" / "no_such_config.py")
 
 
-def test_gpu_check_script_parses_and_has_every_stage_it_lists():
+def test_gpu_check_script_parses_and_has_every_stage_it_lists(tmp_path):
   import re
   import subprocess
 
@@ -129,4 +129,10 @@ def test_gpu_check_script_parses_and_has_every_stage_it_lists():
   text = script.read_text()
   listed = re.findall(r"^#   (\w+)\s{2,}", text, flags=re.M)
   defined = re.findall(r"^stage_(\w+)\(\)", text, flags=re.M)
-  assert listed and sorted(listed) == sorted(defined)
+  accepted = re.search(r"^STAGES=\((.*)\)$", text, flags=re.M).group(1).split()
+  assert listed and sorted(listed) == sorted(defined) == sorted(accepted)
+  # An unknown stage is refused before anything runs (no device time spent on a typo).
+  refused = subprocess.run(["bash", str(script), "env", "tming"], capture_output=True,
+                           text=True, env={"PATH": "/usr/bin:/bin", "OUT": str(tmp_path / "out")})
+  assert refused.returncode == 2 and "no stage 'tming'" in refused.stdout
+  assert not (tmp_path / "out").exists()

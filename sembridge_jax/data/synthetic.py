@@ -51,9 +51,13 @@ same class taken by a different sensor, which is what the SFM matcher trains on.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import io
 import json
+import multiprocessing
+import os
 import pathlib
 import shutil
 from typing import NamedTuple
@@ -92,6 +96,9 @@ PAIR_EVIDENCE = ("nonvisible", "visible")
 # OA; 480 more per class make it 5,040 (docs/dataset_versions.md).
 EXTRA_RGB_TEST_PER_CLASS = 480
 EXTRA_RGB_TEST_FOLDER = "RGB_TEST"   # beside MS/ and RGB/; the builder adds it to rgb_test
+# From this many images on, classes render in parallel processes (S2S_EU's size has
+# 54,000; a worker's start, a fresh interpreter importing this package, costs seconds).
+PARALLEL_MIN_IMAGES = 20_000
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticParameters:
@@ -182,34 +189,49 @@ def scene_descriptor(reflectance: np.ndarray) -> np.ndarray:
 def iter_scenes(params: SyntheticParameters):
   """Yields every `Scene` of the benchmark in a fixed order (deterministic)."""
   params = params.validate()
-  structure, ms_protos, rgb_protos = make_prototypes(params)
-  names = synthetic_class_names(params.num_classes)
-  for label, name in enumerate(names):
-    ms_rng = np.random.default_rng([params.seed, 10, label])
-    for i in range(params.ms_per_class):
-      cube = render_reflectance(ms_rng, ms_protos, label, params.image_size)
-      origin = (300_000.0 + ms_rng.integers(0, 10_000) * 640.0,
-                5_000_000.0 + ms_rng.integers(0, 10_000) * 640.0)
-      yield Scene("MS", f"MS/{name}/{name}_{i:04d}.tif", ms_sensor(ms_rng, cube),
-                  scene_descriptor(cube), origin)
-    rgb_rng = np.random.default_rng([params.seed, 20, label])
-    for i in range(params.rgb_per_class):
-      cube = render_reflectance(rgb_rng, rgb_protos, label, params.image_size,
-                                RGB_REGION_TEXTURE_SCALE)
-      yield Scene("RGB", f"RGB/{name}/{name}_{i:04d}.jpg", rgb_camera(rgb_rng, cube),
-                  scene_descriptor(cube), None)
-    # A stream of its own: the scenes above are the same whatever this count is.
-    test_rng = np.random.default_rng([params.seed, 30, label])
-    for i in range(params.extra_rgb_test_per_class):
-      cube = render_reflectance(test_rng, rgb_protos, label, params.image_size,
-                                RGB_REGION_TEXTURE_SCALE)
-      yield Scene("RGB", f"{EXTRA_RGB_TEST_FOLDER}/{name}/{name}_{i:04d}.jpg",
-                  rgb_camera(test_rng, cube), scene_descriptor(cube), None)
+  for label in range(params.num_classes):
+    yield from iter_class_scenes(params, label)
+
+
+def iter_class_scenes(params: SyntheticParameters, label: int):
+  """Yields the `Scene` s of class ``label`` in a fixed order. Each class draws from
+  random streams of its own, so classes can be rendered in any order or in parallel."""
+  _, ms_protos, rgb_protos = make_prototypes(params)
+  name = synthetic_class_names(params.num_classes)[label]
+  ms_rng = np.random.default_rng([params.seed, 10, label])
+  for i in range(params.ms_per_class):
+    cube = render_reflectance(ms_rng, ms_protos, label, params.image_size)
+    origin = (300_000.0 + ms_rng.integers(0, 10_000) * 640.0,
+              5_000_000.0 + ms_rng.integers(0, 10_000) * 640.0)
+    yield Scene("MS", f"MS/{name}/{name}_{i:04d}.tif", ms_sensor(ms_rng, cube),
+                scene_descriptor(cube), origin)
+  rgb_rng = np.random.default_rng([params.seed, 20, label])
+  for i in range(params.rgb_per_class):
+    cube = render_reflectance(rgb_rng, rgb_protos, label, params.image_size,
+                              RGB_REGION_TEXTURE_SCALE)
+    yield Scene("RGB", f"RGB/{name}/{name}_{i:04d}.jpg", rgb_camera(rgb_rng, cube),
+                scene_descriptor(cube), None)
+  # A stream of its own: the scenes above are the same whatever this count is.
+  test_rng = np.random.default_rng([params.seed, 30, label])
+  for i in range(params.extra_rgb_test_per_class):
+    cube = render_reflectance(test_rng, rgb_protos, label, params.image_size,
+                              RGB_REGION_TEXTURE_SCALE)
+    yield Scene("RGB", f"{EXTRA_RGB_TEST_FOLDER}/{name}/{name}_{i:04d}.jpg",
+                rgb_camera(test_rng, cube), scene_descriptor(cube), None)
 
 
 def scene_descriptors(params: SyntheticParameters) -> dict[str, np.ndarray]:
   """``relative_path -> scene_descriptor`` for every image (regenerated, not read)."""
   return {scene.relative_path: scene.descriptor for scene in iter_scenes(params)}
+
+
+def _write_class(root: pathlib.Path, params: SyntheticParameters, label: int) -> None:
+  """Writes class ``label``'s files (one worker's share of `generate_synthetic_benchmark`)."""
+  for scene in iter_class_scenes(params, label):
+    if scene.modality == "MS":
+      _write_geotiff(root / scene.relative_path, scene.pixels, scene.origin)
+    else:
+      (root / scene.relative_path).write_bytes(_jpeg_bytes(scene.pixels))
 
 
 def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int = 10,
@@ -218,13 +240,18 @@ def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int =
                                  semantic_overlap: float = 0.5, scene_variation: float = 0.5,
                                  extra_rgb_test_per_class: int = EXTRA_RGB_TEST_PER_CLASS,
                                  pair_evidence: str = "nonvisible",
-                                 seed: int = 0) -> pathlib.Path:
+                                 seed: int = 0, workers: int | None = None) -> pathlib.Path:
   """Writes ``root/MS/<class>/*.tif`` (uint16 GeoTIFF) and ``root/RGB/<class>/*.jpg``,
   and the test-only RGB scenes under ``root/RGB_TEST/<class>/*.jpg``.
 
   Deterministic: the same arguments give byte-identical files. Also writes
   ``root/GENERATOR.json`` (parameters, class names and which classes are RGB-confusable).
   An existing ``root/MS`` or ``root/RGB`` is replaced. Returns ``root``.
+
+  ``workers`` processes render the classes in parallel (default: one per class, at most
+  one per CPU) once the benchmark has ``PARALLEL_MIN_IMAGES`` images or more; 1 renders
+  in this process. Every class draws from random streams of its own, so the files are
+  the same whatever the number of workers.
   """
   params = SyntheticParameters(
       num_classes=num_classes, ms_bands=ms_bands, image_size=image_size,
@@ -241,11 +268,18 @@ def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int =
   for name in names:
     for folder in folders[:2] + (folders[2:] if params.extra_rgb_test_per_class else ()):
       (root / folder / name).mkdir(parents=True)
-  for scene in iter_scenes(params):
-    if scene.modality == "MS":
-      _write_geotiff(root / scene.relative_path, scene.pixels, scene.origin)
-    else:
-      (root / scene.relative_path).write_bytes(_jpeg_bytes(scene.pixels))
+  write = functools.partial(_write_class, root, params)
+  workers = min(params.num_classes, os.cpu_count() or 1) if workers is None else workers
+  images = params.num_classes * (params.ms_per_class + params.rgb_per_class
+                                 + params.extra_rgb_test_per_class)
+  if workers > 1 and images >= PARALLEL_MIN_IMAGES:
+    # Fresh interpreters ("spawn"): forking a process that runs JAX's threads can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+      list(pool.map(write, range(params.num_classes)))
+  else:
+    for label in range(params.num_classes):
+      write(label)
   manifest = {
       "generator_version": GENERATOR_VERSION,
       "parameters": dataclasses.asdict(params),

@@ -11,6 +11,10 @@ implementations compute the same cross-correlation (PyTorch/XLA convention)::
 with ``g(o) = o // (O / G)`` the group of output channel ``o``.
 
 * ``"xla"``: one ``lax.conv_general_dilated``. The right choice on GPU/TPU.
+* ``"xla_gemm_grad"``: ``"xla"``, except that the kernel gradient of a dense stride-1
+  convolution is one GEMM (:func:`conv2d_xla_gemm_grad`). ``"auto"`` uses it where it
+  pays on CPU; as a model-wide setting it is for benchmarking (it sends depthwise, 1x1
+  and tiny-map convolutions down XLA:CPU's slow paths).
 * ``"im2col"``: the ``kh*kw`` shifted, strided views ("taps", see
   ``windows.py``) ``x_pad[:, i::sh, j::sw, :]`` are cut out with static
   slices and then
@@ -51,6 +55,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from sembridge_jax.models.depthwise import depthwise_conv
 from sembridge_jax.models.windows import (
   Pads,
   normalize_padding,
@@ -72,7 +77,7 @@ Padding: TypeAlias = int | Sequence[tuple[int, int]]
 CPU_IM2COL_MAX_OUTPUT_PIXELS = 16
 # On CPU, dense stride-1 convolutions (3x3 and larger) whose output map has at least this
 # many pixels take their kernel gradient from one GEMM (`conv2d_xla_gemm_grad`). Measured
-# at batch 64 on 2 cores (bench/conv_profile.py), 3x3 64 -> 64: 16x16 36 -> 23 ms,
+# at batch 64 on 2 cores, 3x3 64 -> 64: 16x16 32.4 -> 21.7 ms (bench/conv_profile.py),
 # 32x32 136 -> 89 ms; on 8x8 (128 -> 128) it is slower, 7.6 -> 9.9 ms.
 CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS = 256
 
@@ -132,7 +137,7 @@ def conv2d_im2col(
     # Depthwise: output channel o reads input channel o // multiplier.
     if multiplier > 1:
       x = jnp.repeat(x, multiplier, axis=-1)
-    return _depthwise_conv(x, kernel, strides, padding)
+    return depthwise_conv(x, kernel, strides, padding)
 
   taps = window_taps(x, (kh, kw), strides, padding)
   if groups == 1:
@@ -149,88 +154,6 @@ def conv2d_im2col(
   weights = kernel.reshape(kh * kw, group_in, groups, multiplier)
   result = jnp.einsum("bhwtgc,tcgm->bhwgm", patches, weights)
   return result.reshape(*result.shape[:3], out)
-
-
-def _tap_weighted_sum(taps: list[jax.Array], weights: jax.Array) -> jax.Array:
-  """``sum_t taps[t] * weights[t]`` (weights (T, C) broadcast over B, Ho, Wo)."""
-  result = taps[0] * weights[0]
-  for tap, weight in zip(taps[1:], weights[1:]):
-    result = result + tap * weight
-  return result
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _depthwise_conv(
-  x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Pads
-) -> jax.Array:
-  """Depthwise (multiplier 1) convolution ``y = sum_t tap_t(x) * k_t``.
-
-  The custom VJP keeps only ``x`` for the backward pass instead of the kh*kw
-  taps that autodiff would materialise (and then transpose into kh*kw padded
-  full-size arrays), which makes it 2-3x faster on CPU:
-
-  * ``dx`` is the depthwise correlation of the zero-dilated (stride - 1 zeros
-    between pixels), zero-padded ``dy`` with the spatially flipped kernel;
-  * ``dk[i, j, 0, c] = sum_{b, h, w} tap_ij(x)[b, h, w, c] * dy[b, h, w, c]``
-    (accumulated in float32).
-
-  (Custom VJPs have no forward-mode rule: ``jax.jvp`` through a depthwise
-  convolution needs ``conv_impl="xla"``.)
-  """
-  kh, kw = kernel.shape[:2]
-  taps = window_taps(x, (kh, kw), strides, padding)
-  return _tap_weighted_sum(taps, kernel.reshape(kh * kw, -1))
-
-
-def _depthwise_conv_fwd(x, kernel, strides, padding):
-  return _depthwise_conv(x, kernel, strides, padding), (x, kernel)
-
-
-def _depthwise_conv_bwd(strides, padding, residuals, dy):
-  x, kernel = residuals
-  kh, kw = kernel.shape[:2]
-  (sh, sw), ((top, _), (left, _)) = strides, padding
-  height, width = x.shape[1:3]
-  out_h, out_w = dy.shape[1:3]
-  # x_pad[sh*h + i] feeds y[h] through k[i], so dx[u] = sum_i dy_dil[u + top - i] k[i]
-  # with dy_dil[sh*h] = dy[h]: a correlation of dy_dil, padded by kh - 1 - top
-  # in front (and cropped/padded to length height + kh - 1 behind), with k flipped.
-  dy_padded = lax.pad(
-    dy,
-    jnp.zeros((), dy.dtype),
-    (
-      (0, 0, 0),
-      (kh - 1 - top, height + top - (sh * (out_h - 1) + 1), sh - 1),
-      (kw - 1 - left, width + left - (sw * (out_w - 1) + 1), sw - 1),
-      (0, 0, 0),
-    ),
-  )
-  flipped = kernel[::-1, ::-1].reshape(kh * kw, -1)
-  dx = _tap_weighted_sum(
-    window_taps(dy_padded, (kh, kw), (1, 1), ((0, 0), (0, 0))), flipped.astype(dy.dtype)
-  )
-  # dk: one variadic (multi-output) reduction over all kh*kw products. XLA:CPU
-  # fuses the slices and products into that single pass over x and dy, while
-  # kh*kw separate sums each become a library reduction fed by a materialised
-  # tap (measured 3x slower on 16x16 and larger maps). It reduces over the map
-  # first and over the batch after: one pass over (0, 1, 2) keeps kh*kw*C/16
-  # vector accumulators live, more than the CPU's registers, and ran 3-5x slower
-  # (bench/conv_profile.py, MobileNetV2's depthwise layers).
-  products = tuple(
-    tap.astype(jnp.float32) * dy.astype(jnp.float32)
-    for tap in window_taps(x, (kh, kw), strides, padding)
-  )
-  per_image = lax.reduce(
-    products,
-    tuple(jnp.float32(0) for _ in products),
-    lambda totals, values: tuple(t + v for t, v in zip(totals, values)),
-    (1, 2),
-  )
-  dkernel = jnp.stack([partial.sum(axis=0) for partial in per_image])
-  return dx.astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
-
-
-_depthwise_conv.defvjp(_depthwise_conv_fwd, _depthwise_conv_bwd)
 
 
 def conv2d_xla_gemm_grad(
@@ -291,7 +214,7 @@ def _xla_conv_gemm_grad_bwd(padding, residuals, dy):
   )
   gram = lax.dot_general(
     rows.reshape(-1, kh * channels), shifted.reshape(-1, kw * out),
-    (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32,
+    (((0,), (0,)), ((), ())), preferred_element_type=jnp.promote_types(x.dtype, jnp.float32),
   )
   dkernel = gram.reshape(kh, channels, kw, out).transpose(0, 2, 1, 3)
   return dx, dkernel.astype(kernel.dtype)
@@ -319,7 +242,9 @@ def resolve_conv_impl(
   ``"auto"`` means, on the CPU backend, ``"im2col"`` for depthwise
   convolutions, 1x1 convolutions (a plain GEMM there) and convolutions with at
   most ``CPU_IM2COL_MAX_OUTPUT_PIXELS`` output pixels, and ``"xla"`` for the
-  rest; on GPU/TPU it always means ``"xla"``.
+  rest, except ``"xla_gemm_grad"`` for dense stride-1 convolutions with kernels of at
+  least 3x3 and at least ``CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS`` output pixels; on GPU/TPU
+  it always means ``"xla"``.
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}.")
@@ -336,7 +261,8 @@ def resolve_conv_impl(
   )
   if out_pixels <= CPU_IM2COL_MAX_OUTPUT_PIXELS:
     return "im2col"
-  if (sh, sw) == (1, 1) and feature_group_count == 1 and out_pixels >= CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS:
+  if ((sh, sw) == (1, 1) and feature_group_count == 1 and min(kh, kw) >= 3
+      and out_pixels >= CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS):
     return "xla_gemm_grad"
   return "xla"
 
@@ -359,7 +285,8 @@ def conv2d(
     padding: zero padding; an int ``p`` pads every side by ``p`` (PyTorch),
       or ``((top, bottom), (left, right))``.
     feature_group_count: number of groups G (C for depthwise).
-    impl: ``"auto"``, ``"xla"`` or ``"im2col"`` (see :func:`resolve_conv_impl`).
+    impl: ``"auto"``, ``"xla"``, ``"im2col"`` or ``"xla_gemm_grad"`` (see
+      :func:`resolve_conv_impl`).
 
   Returns:
     (B, Ho, Wo, O), ``Ho = floor((H + top + bottom - kh) / sh) + 1``.
