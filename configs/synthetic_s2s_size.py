@@ -9,9 +9,10 @@ measurement, not an accuracy benchmark:
   python bench/phase_report.py /tmp/s2s_size     # compile / steps / input / evaluation ...
 
 bench/gpu/check.sh (stage `timing`) runs its student alone and its SemBridge run on a lent
-GPU, stage by stage. Building the dataset generates, reads back and compresses every file
-in one process: about 9 ms per MS and 4 ms per RGB image on this repository's 2-core CPU,
-about 6 minutes for the 54,000.
+GPU, stage by stage. Building the dataset takes about 9 ms per MS and 4 ms per RGB image
+on this repository's 2-core CPU, about 6 minutes for the 54,000: the classes render in
+parallel processes (about a third of that time, so it shrinks with the cores; a worker's
+start costs 2-3 s), then one process reads every file back and compresses it.
 
 Expected: not measured on an accelerator yet (no GPU was lent). The target of issue #18:
 the training steps take at least 80% of each run's wall time after its first epoch

@@ -11,15 +11,22 @@ from sembridge_jax import compilation_cache
 from sembridge_jax.train import timing
 
 
-def test_phase_clock_splits_first_epoch_from_the_rest():
+def _clock_of_two_epochs() -> timing.PhaseClock:
+  """Compiles 0.02 s in the first epoch; steps 0.03 s and evaluates 0.01 s after it."""
   clock = timing.PhaseClock()
   with clock.phase("compile"):
     time.sleep(0.02)
-  clock.end_first_epoch()
+  clock.end_epoch()
   with clock.phase("steps"):
     time.sleep(0.03)
   with clock.phase("evaluation"):
     time.sleep(0.01)
+  clock.end_epoch()
+  return clock
+
+
+def test_phase_clock_splits_first_epoch_from_the_rest():
+  clock = _clock_of_two_epochs()
   times = clock.summary()
   assert times["time/compile_s"] >= 0.02 and times["time/after_first_epoch/compile_s"] == 0
   assert times["time/after_first_epoch/steps_s"] >= 0.03
@@ -64,6 +71,11 @@ def test_phase_clock_of_a_single_epoch_run_has_no_share():
     pass
   times = clock.summary()
   assert "time/steps_share_after_first_epoch" not in times
+  clock.end_epoch()
+  with clock.phase("checkpoint"):   # The final save after the only epoch: still no share.
+    time.sleep(0.01)
+  times = clock.summary()
+  assert "time/steps_share_after_first_epoch" not in times
   assert all(value == value for value in times.values())   # no NaN: strict JSON
 
 
@@ -80,13 +92,7 @@ def _bench_module(name: str):
 def test_phase_report_reads_the_last_times_of_every_run(tmp_path):
   import json
   phase_report = _bench_module("phase_report")
-  clock = timing.PhaseClock()
-  with clock.phase("compile"):
-    time.sleep(0.01)
-  clock.end_first_epoch()
-  with clock.phase("steps"):
-    time.sleep(0.02)
-  final = clock.summary()
+  final = _clock_of_two_epochs().summary()
   run = tmp_path / "student_only" / "seed_0"
   run.mkdir(parents=True)
   early = {key: 0.0 for key in final}   # An earlier record: the report takes the last one.

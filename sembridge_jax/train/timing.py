@@ -31,6 +31,7 @@ class PhaseClock:
     self.total = dict.fromkeys(PHASES, 0.0)
     self.after_first_epoch = dict.fromkeys(PHASES, 0.0)
     self.first_epoch_end: float | None = None
+    self.epochs_ended = 0
 
   @contextlib.contextmanager
   def phase(self, name: str):
@@ -45,8 +46,10 @@ class PhaseClock:
       if self.first_epoch_end is not None:
         self.after_first_epoch[name] += elapsed
 
-  def end_first_epoch(self) -> None:
-    """Marks the end of the first epoch this process ran (idempotent)."""
+  def end_epoch(self) -> None:
+    """Marks the end of an epoch; the first one this process ran splits "all" from
+    "after the first epoch"."""
+    self.epochs_ended += 1
     if self.first_epoch_end is None:
       self.first_epoch_end = time.perf_counter()
 
@@ -64,6 +67,7 @@ class PhaseClock:
       result[f"{prefix}wall_s"] = wall
       result[f"{prefix}other_s"] = max(0.0, wall - sum(phases.values()))
     wall_after = result["time/after_first_epoch/wall_s"]
-    if wall_after > 0:   # (a single-epoch run has no "after"; JSON has no NaN)
+    # A run of one epoch has no "after" worth a share (only its last sync and save).
+    if self.epochs_ended >= 2 and wall_after > 0:
       result["time/steps_share_after_first_epoch"] = self.after_first_epoch["steps"] / wall_after
     return result

@@ -398,7 +398,7 @@ def fit(*, modeldef: ModelDef, state: TrainState,
         with clock.phase("checkpoint"):
           save(step, is_best=is_best)
         saved = True
-      clock.end_first_epoch()
+      clock.end_epoch()
     elif saved:
       with clock.phase("steps"):
         jax.block_until_ready(state)
