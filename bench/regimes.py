@@ -252,7 +252,31 @@ def write_reports(out: pathlib.Path, runs: list[dict], summary: list[dict],
   if seconds is not None:
     lines += ["", f"Training time of this invocation: {seconds / 60:.1f} min."]
   (out / "regimes.md").write_text("\n".join(lines) + "\n")
+  (out / "regimes_compact.md").write_text(compact_table(summary) + "\n")
   plot_heatmaps(summary).savefig(out / "regimes.png", dpi=120)
+
+
+def compact_table(summary: list[dict]) -> str:
+  """One row per cell (README's table): alone OA, KD and SemBridge vs alone, SemBridge vs
+  KD, each ΔOA with its interval; ✓ where the interval excludes zero."""
+  def cell(diff, low, high):
+    return f"{diff:+.2f} [{low:+.2f}, {high:+.2f}]" + (" ✓" if low > 0 or high < 0 else "")
+  by_cell: dict[str, dict[str, dict]] = {}
+  for r in summary:
+    by_cell.setdefault(r["cell"], {})[r["arm"]] = r
+  lines = ["| RGB train / class | evidence | scene variation | alone OA (%) | KD − alone | "
+           "SemBridge − alone | SemBridge − KD |", "|---|---|---|---|---|---|---|"]
+  for arms in by_cell.values():
+    alone, kd, sb = arms.get("alone"), arms.get("kd_random", {}), arms.get("sembridge", {})
+    if alone is None:
+      continue
+    lines.append(" | ".join([
+        f"| {alone['per_class']}", alone["pair_evidence"], f"{alone['scene_variation']:g}",
+        f"{alone['oa']:.2f}",
+        cell(kd["diff"], kd["ci_low"], kd["ci_high"]) if "diff" in kd else "—",
+        cell(sb["diff"], sb["ci_low"], sb["ci_high"]) if "diff" in sb else "—",
+        cell(sb["diff_vs_kd"], *sb["ci_vs_kd"]) if "diff_vs_kd" in sb else "—"]) + " |")
+  return "\n".join(lines)
 
 
 def _mean_interval(values: list[float]) -> str:
