@@ -152,3 +152,24 @@ def test_compare_workdirs_pairs_each_run_with_its_namesake(tmp_path):
   assert abs(found["KD, random same-class pairs"].diff) < 8
   table = module.markdown(list(found.values()), tmp_path / "base", tmp_path / "other")
   assert "| student alone (RGB) | 0,1 | 400 |" in table
+
+
+def test_regime_maps_compact_table_marks_intervals_that_exclude_zero():
+  import importlib.util
+
+  from conftest import REPO
+  spec = importlib.util.spec_from_file_location("regimes", REPO / "bench" / "regimes.py")
+  regimes = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(regimes)
+  cell = {"cell": "visible_scenes0_n10", "per_class": 10, "pair_evidence": "visible",
+          "scene_variation": 0.0}
+  summary = [
+      {**cell, "arm": "alone", "oa": 80.0},
+      {**cell, "arm": "kd_random", "oa": 82.0, "diff": 2.0, "ci_low": 0.5, "ci_high": 3.5},
+      {**cell, "arm": "sembridge", "oa": 79.0, "diff": -1.0, "ci_low": -2.0, "ci_high": 0.1,
+       "diff_vs_kd": -3.0, "ci_vs_kd": [-4.0, -2.0]},
+  ]
+  rows = regimes.compact_table(summary).splitlines()
+  assert len(rows) == 3
+  assert rows[2] == ("| 10 | visible | 0 | 80.00 | +2.00 [+0.50, +3.50] ✓ | "
+                     "-1.00 [-2.00, +0.10] | -3.00 [-4.00, -2.00] ✓ |")
