@@ -205,19 +205,16 @@ def iter_class_scenes(params: SyntheticParameters, label: int):
               5_000_000.0 + ms_rng.integers(0, 10_000) * 640.0)
     yield Scene("MS", f"MS/{name}/{name}_{i:04d}.tif", ms_sensor(ms_rng, cube),
                 scene_descriptor(cube), origin)
-  rgb_rng = np.random.default_rng([params.seed, 20, label])
-  for i in range(params.rgb_per_class):
-    cube = render_reflectance(rgb_rng, rgb_protos, label, params.image_size,
-                              RGB_REGION_TEXTURE_SCALE)
-    yield Scene("RGB", f"RGB/{name}/{name}_{i:04d}.jpg", rgb_camera(rgb_rng, cube),
-                scene_descriptor(cube), None)
-  # A stream of its own: the scenes above are the same whatever this count is.
-  test_rng = np.random.default_rng([params.seed, 30, label])
-  for i in range(params.extra_rgb_test_per_class):
-    cube = render_reflectance(test_rng, rgb_protos, label, params.image_size,
-                              RGB_REGION_TEXTURE_SCALE)
-    yield Scene("RGB", f"{EXTRA_RGB_TEST_FOLDER}/{name}/{name}_{i:04d}.jpg",
-                rgb_camera(test_rng, cube), scene_descriptor(cube), None)
+  # The test-only scenes draw from a stream of their own: the training scenes are the
+  # same whatever their count is.
+  for stream, folder, count in ((20, "RGB", params.rgb_per_class),
+                                (30, EXTRA_RGB_TEST_FOLDER, params.extra_rgb_test_per_class)):
+    rgb_rng = np.random.default_rng([params.seed, stream, label])
+    for i in range(count):
+      cube = render_reflectance(rgb_rng, rgb_protos, label, params.image_size,
+                                RGB_REGION_TEXTURE_SCALE)
+      yield Scene("RGB", f"{folder}/{name}/{name}_{i:04d}.jpg", rgb_camera(rgb_rng, cube),
+                  scene_descriptor(cube), None)
 
 
 def scene_descriptors(params: SyntheticParameters) -> dict[str, np.ndarray]:
