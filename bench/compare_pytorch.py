@@ -16,7 +16,10 @@ same batch (64x64 RGB students, 10-band MS teachers, 10 classes) and the same ga
 
 Every variant is compiled and warmed up by one step, then each of ``--rounds`` rounds
 runs ``--steps`` steps of every variant, JAX and PyTorch alternating, so that a change
-of machine load hits both; reported is the median over rounds. ``--pairs`` takes
+of machine load hits both; reported is the median over rounds. The PyTorch steps run in
+a child process (which builds the same JAX pair with ``SEMBRIDGE_JAX_ONEDNN=0`` to port
+its weights) and the JAX steps in this one, one at a time: each framework brings its own
+OpenMP runtime, and two in one process slowed PyTorch's steps by about a fifth here. ``--pairs`` takes
 architecture names (``resnet34`` means ResNet -> ResNet), ``teacher:student`` items,
 or all / same / cross. Prints one Markdown table, or with ``--json`` one JSON object per
 line and comparable pairing: ``{"pair", "jax_variant", "torch_variant", "jax_img_s",
@@ -27,6 +30,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import pathlib
 import statistics
 import sys
@@ -36,12 +41,10 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
-import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from bench import distill_step  # noqa: E402
-from bench import pytorch_reference as reference  # noqa: E402
 from sembridge_jax.models.pairs import PAIR_SELECTIONS, pair_name, parse_pairs  # noqa: E402
 
 # (framework, variant) in the order of one round: each JAX variant next to its PyTorch twin.
@@ -70,8 +73,10 @@ def jax_runner(timed: distill_step.TimedStep) -> Runner:
   return Runner(lambda: float(timed.warm_up()["loss"]), timed.seconds_per_step)
 
 
-def torch_runner(step: Callable[[reference.StepInputs], torch.Tensor],
-                 inputs: reference.StepInputs, device: torch.device) -> Runner:
+def torch_runner(step, inputs, device) -> Runner:
+  """A PyTorch variant (in the worker process): ``step(inputs)`` timed on ``device``."""
+  import torch
+
   def synchronize():
     if device.type == "cuda":
       torch.cuda.synchronize(device)
@@ -87,9 +92,20 @@ def torch_runner(step: Callable[[reference.StepInputs], torch.Tensor],
   return Runner(lambda: float(step(inputs)), seconds_per_step)
 
 
-def build_runners(teacher_name: str, student_name: str, args, device: torch.device
-                  ) -> dict[tuple[str, str], Runner]:
-  """Every variant of ``ROUND_ORDER`` for one pair, the PyTorch ones ported from the JAX ones."""
+def torch_worker(connection, teacher_name: str, student_name: str, options: dict) -> None:
+  """The child process: ports the pair's JAX weights to every PyTorch variant, warms them
+  up, sends ``("ready", info, losses)``, then times ``("time", variant, steps)`` requests
+  until ``None``."""
+  os.environ["SEMBRIDGE_JAX_ONEDNN"] = "0"  # before the first convolution: no 2nd OpenMP
+  import torch
+
+  from bench import pytorch_reference as reference
+
+  args = argparse.Namespace(**options)
+  if args.torch_threads:
+    torch.set_num_threads(args.torch_threads)
+  torch.manual_seed(0)
+  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   jax_pair = distill_step.build_pair(teacher_name, student_name, args.batch, args.size,
                                      use_ot=not args.no_ot)
   torch_pair = reference.port_pair(jax_pair.teacher, jax_pair.distiller, teacher_name,
@@ -98,19 +114,65 @@ def build_runners(teacher_name: str, student_name: str, args, device: torch.devi
   settings = reference.LossSettings.from_step_options(jax_pair.options)
   gallery = reference.gallery_tensors(jax_pair.gallery, device)
   inputs = reference.step_inputs(jax_pair.batch, device)
-  runners = {("jax", name): jax_runner(timed) for name, timed in jax_pair.steps.items()}
+  runners = {}
   for variant in reference.VARIANTS:
     copy = reference.fresh_copy(torch_pair)
     step = reference.make_train_step(variant, copy.student, copy.head, copy.teacher, gallery,
                                      settings)
     runners["torch", variant] = torch_runner(step, inputs, device)
+  losses = warm_up(runners, [key for key in ROUND_ORDER if key[0] == "torch"])
+  info = (f"PyTorch {torch.__version__}: {device}"
+          f"{'' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'}")
+  connection.send(("ready", info, losses))
+  while (request := connection.recv()) is not None:
+    _, variant, steps = request
+    connection.send(runners["torch", variant].seconds_per_step(steps))
+
+
+class TorchWorker:
+  """The PyTorch variants of one pair, run in a spawned child process (see the module
+  docstring); ``runners`` has the same interface as the in-process JAX ones."""
+
+  def __init__(self, teacher_name: str, student_name: str, args):
+    context = multiprocessing.get_context("spawn")
+    self._connection, child = context.Pipe()
+    self._process = context.Process(target=torch_worker, daemon=True,
+                                    args=(child, teacher_name, student_name, vars(args)))
+    self._process.start()
+    try:
+      _, self.info, self.losses = self._connection.recv()
+    except EOFError:
+      raise RuntimeError("the PyTorch worker process died while building the pair") from None
+
+  def runner(self, variant: str) -> Runner:
+    def seconds_per_step(steps: int) -> float:
+      self._connection.send(("time", variant, steps))
+      return self._connection.recv()
+    return Runner(lambda: self.losses["torch", variant], seconds_per_step)
+
+  def close(self) -> None:
+    self._connection.send(None)
+    self._process.join(timeout=60)
+
+
+def build_runners(teacher_name: str, student_name: str, args, worker: TorchWorker
+                  ) -> dict[tuple[str, str], Runner]:
+  """Every variant of ``ROUND_ORDER`` for one pair: JAX here, PyTorch in ``worker``."""
+  jax_pair = distill_step.build_pair(teacher_name, student_name, args.batch, args.size,
+                                     use_ot=not args.no_ot)
+  runners = {("jax", name): jax_runner(timed) for name, timed in jax_pair.steps.items()}
+  for framework, variant in ROUND_ORDER:
+    if framework == "torch":
+      runners[framework, variant] = worker.runner(variant)
   return runners
 
 
-def warm_up(runners: dict[tuple[str, str], Runner]) -> dict[tuple[str, str], float | str]:
-  """The first-step loss of every variant (compiling it), or FAILED (reported on stderr)."""
+def warm_up(runners: dict[tuple[str, str], Runner], keys=ROUND_ORDER
+            ) -> dict[tuple[str, str], float | str]:
+  """The first-step loss of every variant in ``keys`` (compiling it), or FAILED (reported
+  on stderr)."""
   losses = {}
-  for key in ROUND_ORDER:
+  for key in keys:
     try:
       losses[key] = runners[key].warm_up()
     except Exception:  # noqa: BLE001 -- torch.compile may fail in many ways; report it.
@@ -130,9 +192,9 @@ def interleaved_medians(runners: dict[tuple[str, str], Runner], working: list[tu
   return {key: statistics.median(values) for key, values in samples.items()}
 
 
-def bench_pair(teacher_name: str, student_name: str, args, device: torch.device) -> dict:
-  runners = build_runners(teacher_name, student_name, args, device)
-  losses = warm_up(runners)
+def bench_pair(teacher_name: str, student_name: str, args, worker: TorchWorker) -> dict:
+  runners = build_runners(teacher_name, student_name, args, worker)
+  losses = warm_up(runners)  # PyTorch's: the worker's own warm-up, already done
   working = [key for key in ROUND_ORDER if losses[key] != FAILED]
   speeds = interleaved_medians(runners, working, args.rounds, args.steps, args.batch)
   return {"pair": pair_name((teacher_name, student_name)), "losses": losses,
@@ -185,26 +247,24 @@ def main() -> None:
                       help="torch.set_num_threads (default: PyTorch's choice)")
   parser.add_argument("--json", action="store_true", help="JSON lines instead of the table")
   args = parser.parse_args()
-  if args.torch_threads:
-    torch.set_num_threads(args.torch_threads)
-  torch.manual_seed(0)
-  device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   jax_devices = jax.devices()
-  if not args.json:
-    print(f"JAX {jax.__version__}: {len(jax_devices)} x {jax_devices[0].device_kind} "
-          f"({jax.default_backend()}); PyTorch {torch.__version__}: {device}"
-          f"{'' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'}; "
-          f"batch {args.batch}, {args.size}x{args.size}, OT {'off' if args.no_ot else 'on'}; "
-          f"median img/s of {args.rounds} rounds x {args.steps} steps\n")
-    print(markdown_header(), flush=True)
-  for teacher_name, student_name in parse_pair_list(args.pairs):
-    result = bench_pair(teacher_name, student_name, args, device)
+  for index, (teacher_name, student_name) in enumerate(parse_pair_list(args.pairs)):
+    worker = TorchWorker(teacher_name, student_name, args)
+    if index == 0 and not args.json:
+      print(f"JAX {jax.__version__}: {len(jax_devices)} x {jax_devices[0].device_kind} "
+            f"({jax.default_backend()}); {worker.info}; PyTorch in its own process; "
+            f"batch {args.batch}, {args.size}x{args.size}, OT {'off' if args.no_ot else 'on'}; "
+            f"median img/s of {args.rounds} rounds x {args.steps} steps\n")
+      print(markdown_header(), flush=True)
+    try:
+      result = bench_pair(teacher_name, student_name, args, worker)
+    finally:
+      worker.close()
     if args.json:
       for record in pairing_records(result):
         print(json.dumps(record), flush=True)
     else:
       print(markdown_row(result), flush=True)
-
 
 if __name__ == "__main__":
   main()

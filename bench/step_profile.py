@@ -10,7 +10,8 @@ up in the compiled program's HLO and labelled by what it computes:
 
 * ``conv forward``, ``conv input gradient``, ``conv weight gradient`` (from the JAX
   operation that produced it: ``jvp`` is the forward pass, ``transpose(jvp)`` the
-  backward; a backward convolution whose output is the kernel is the weight gradient);
+  backward; a backward convolution whose output is the kernel is the weight gradient),
+  and the same three marked ``(oneDNN)`` for the oneDNN custom calls of ``"auto"`` on CPU;
 * ``matmul`` (dots: im2col convolutions, the alignment head, the classifier),
   ``layout copy`` (transposes and copies), ``elementwise / reduction`` (the rest).
 
@@ -41,15 +42,21 @@ import distill_step  # noqa: E402  (bench/distill_step.py)
 NOT_WORK = re.compile(r"^(\$|Thunk|SlinkyThreadPool|PjitFunction|ThreadPool)")
 HLO_LINE = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ")
 OP_NAME = re.compile(r"op_name=\"([^\"]*)\"")
+CUSTOM_CALL = re.compile(r"custom_call_target=\"([^\"]*)\"")
+# The oneDNN convolutions' FFI targets (sembridge_jax/models/onednn.py) -> label.
+ONEDNN_LABELS = {"sembridge_conv_fwd": "conv forward",
+                 "sembridge_conv_bwd_data": "conv input gradient",
+                 "sembridge_conv_bwd_weights": "conv weight gradient"}
 
 
 def hlo_index(hlo_text: str) -> dict[str, tuple[str, str]]:
-  """Instruction name -> (output shape, the JAX operation's name) of a compiled module."""
+  """Instruction name -> (output shape, the JAX operation's name) of a compiled module;
+  a custom call's name is its target's."""
   index = {}
   for line in hlo_text.splitlines():
     match = HLO_LINE.match(line)
     if match:
-      op_name = OP_NAME.search(line)
+      op_name = CUSTOM_CALL.search(line) or OP_NAME.search(line)
       index[match.group(1)] = (match.group(2), op_name.group(1) if op_name else "")
   return index
 
@@ -62,6 +69,8 @@ def dims(shape: str) -> tuple[int, ...]:
 
 def label(name: str, shape: str, op_name: str, kernel_shapes: set[tuple[int, ...]]) -> str:
   """What a thunk computes (see the module docstring)."""
+  if op_name in ONEDNN_LABELS:
+    return ONEDNN_LABELS[op_name] + " (oneDNN)"
   if "conv_general_dilated" in op_name:
     if "transpose(" not in op_name:
       return "conv forward"

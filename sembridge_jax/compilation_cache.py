@@ -38,8 +38,15 @@ def default_directory() -> pathlib.Path:
               or os.environ.get("JAX_COMPILATION_CACHE_DIR", "")).strip()
   if explicit:
     return pathlib.Path(explicit).expanduser()
+  return user_cache_directory("xla")
+
+
+def user_cache_directory(name: str) -> pathlib.Path:
+  """``$XDG_CACHE_HOME/sembridge_jax/NAME`` (``~/.cache/sembridge_jax/NAME``): where the
+  package keeps what it builds once per machine (compiled XLA programs, the oneDNN
+  convolution library)."""
   base = os.environ.get("XDG_CACHE_HOME", "").strip() or pathlib.Path.home() / ".cache"
-  return pathlib.Path(base).expanduser() / "sembridge_jax" / "xla"
+  return pathlib.Path(base).expanduser() / "sembridge_jax" / name
 
 
 def enable(setting: str) -> pathlib.Path | None:

@@ -36,5 +36,5 @@ def test_recorded_layers_cover_every_conv():
   assert len({layer for layer, _, _ in layers}) == len(layers)
   for layer, count, impl in layers:
     assert count >= 1
-    assert impl in ("xla", "im2col", "xla_gemm_grad"), (layer, impl)
+    assert impl in ("xla", "im2col", "xla_gemm_grad", "onednn"), (layer, impl)
     assert layer.input_shape[0] == 2

@@ -7,6 +7,8 @@ compilation, so every architecture x input size x channel count stays cheap.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -205,7 +207,7 @@ def test_bfloat16_compute_returns_float32_close_to_float32(shufflenet, images_32
 
 
 def test_whole_model_gradients_agree_between_conv_impls(shufflenet, images_32):
-  """Same parameters, XLA vs im2col/taps kernels: same outputs, same gradients.
+  """Same parameters, XLA vs im2col/taps and oneDNN kernels: same outputs, same gradients.
 
   Eval mode: BatchNorm is then affine, so float32 rounding differences between
   the two kernels are not amplified (see the bfloat16 test); the per-layer
@@ -228,15 +230,16 @@ def test_whole_model_gradients_agree_between_conv_impls(shufflenet, images_32):
     return jax.value_and_grad(loss_fn)(params)
 
   loss_xla, grads_xla = loss_and_grads("xla")
-  loss_im2col, grads_im2col = loss_and_grads("im2col")
-  np.testing.assert_allclose(loss_im2col, loss_xla, rtol=1e-5)
-  paths_and_leaves = jax.tree_util.tree_leaves_with_path(grads_xla)
-  assert len(paths_and_leaves) == len(jax.tree.leaves(grads_im2col)) > 0
-  for (path, g_xla), g_im2col in zip(paths_and_leaves, jax.tree.leaves(grads_im2col)):
-    np.testing.assert_allclose(
-      g_im2col, g_xla, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(g_xla))),
-      err_msg=jax.tree_util.keystr(path),
-    )
+  for impl in ("im2col", "onednn"):
+    loss_other, grads_other = loss_and_grads(impl)
+    np.testing.assert_allclose(loss_other, loss_xla, rtol=1e-5)
+    paths_and_leaves = jax.tree_util.tree_leaves_with_path(grads_xla)
+    assert len(paths_and_leaves) == len(jax.tree.leaves(grads_other)) > 0
+    for (path, g_xla), g_other in zip(paths_and_leaves, jax.tree.leaves(grads_other)):
+      np.testing.assert_allclose(
+        g_other, g_xla, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(g_xla))),
+        err_msg=f"{impl} {jax.tree_util.keystr(path)}",
+      )
 
 
 # ---------------------------------------------------------------- convolution paths
@@ -269,12 +272,15 @@ GEMM_GRAD_CASES = [case for case in CONV_CASES if case[6] == 1 and case[8] == 1]
 
 
 def _implementation(name):
+  if name == "onednn":
+    return functools.partial(conv_lib.conv2d, impl="onednn")
   return {"im2col": conv_lib.conv2d_im2col, "xla_gemm_grad": conv_lib.conv2d_xla_gemm_grad}[name]
 
 
 @pytest.mark.parametrize(
   "impl, case",
-  [("im2col", case) for case in CONV_CASES] + [("xla_gemm_grad", case) for case in GEMM_GRAD_CASES],
+  [("im2col", case) for case in CONV_CASES] + [("xla_gemm_grad", case) for case in GEMM_GRAD_CASES]
+  + [("onednn", case) for case in CONV_CASES + GEMM_GRAD_CASES[-4:-2]],
   ids=lambda value: value if isinstance(value, str) else "-".join(map(str, value[1:])))
 def test_conv_paths_equal_lax_convolution_forward_and_gradients(impl, case):
   batch, height, width, cin, cout, kernel, strides, padding, groups = case
@@ -341,7 +347,9 @@ def test_conv_module_keeps_nnx_conv_kernel_layout():
   assert layer.kernel.shape == reference.kernel.shape == (3, 3, 2, 12)
 
 
-def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps():
+def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps(monkeypatch):
+  monkeypatch.setattr(conv_lib.onednn, "available", lambda: False)  # the rules beneath oneDNN
+
   def resolve(input_shape, kernel_shape, groups=1, strides=1, padding=1, backend="cpu"):
     return conv_lib.resolve_conv_impl(
       "auto", input_shape=input_shape, kernel_shape=kernel_shape, strides=strides,
@@ -360,7 +368,7 @@ def test_auto_picks_im2col_only_on_cpu_for_depthwise_pointwise_and_small_maps():
   assert resolve((64, 16, 16, 64), (1, 3, 64, 64), padding=((0, 0), (1, 1))) == "xla"
   assert resolve((64, 2, 2, 512), (3, 3, 512, 512), backend="gpu") == "xla"
   assert resolve((64, 32, 32, 96), (3, 3, 1, 96), groups=96, backend="tpu") == "xla"
-  for impl in ("xla", "im2col", "xla_gemm_grad"):
+  for impl in ("xla", "im2col", "xla_gemm_grad", "onednn"):
     resolved = conv_lib.resolve_conv_impl(
       impl, input_shape=(1, 64, 64, 3), kernel_shape=(3, 3, 3, 8)
     )

@@ -15,6 +15,8 @@ with ``g(o) = o // (O / G)`` the group of output channel ``o``.
   convolution is one GEMM (:func:`conv2d_xla_gemm_grad`). ``"auto"`` uses it where it
   pays on CPU; as a model-wide setting it is for benchmarking (it sends depthwise, 1x1
   and tiny-map convolutions down XLA:CPU's slow paths).
+* ``"onednn"``: oneDNN's CPU convolution and its two gradients as XLA custom calls
+  (``onednn.py``); ``"auto"`` takes it on CPU for outputs of 4x4 and larger.
 * ``"im2col"``: the ``kh*kw`` shifted, strided views ("taps", see
   ``windows.py``) ``x_pad[:, i::sh, j::sw, :]`` are cut out with static
   slices and then
@@ -55,6 +57,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax import lax
 
+from sembridge_jax.models import onednn
 from sembridge_jax.models.depthwise import depthwise_conv
 from sembridge_jax.models.windows import (
   Pads,
@@ -64,8 +67,8 @@ from sembridge_jax.models.windows import (
   window_taps,
 )
 
-ConvImpl: TypeAlias = Literal["auto", "xla", "im2col", "xla_gemm_grad"]
-CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "im2col", "xla_gemm_grad")
+ConvImpl: TypeAlias = Literal["auto", "xla", "im2col", "xla_gemm_grad", "onednn"]
+CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "im2col", "xla_gemm_grad", "onednn")
 
 Padding: TypeAlias = int | Sequence[tuple[int, int]]
 
@@ -80,6 +83,13 @@ CPU_IM2COL_MAX_OUTPUT_PIXELS = 16
 # at batch 64 on 2 cores, 3x3 64 -> 64: 16x16 32.4 -> 21.7 ms (bench/conv_profile.py),
 # 32x32 136 -> 89 ms; on 8x8 (128 -> 128) it is slower, 7.6 -> 9.9 ms.
 CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS = 256
+# On CPU, where oneDNN is available (models/onednn.py), convolutions with at least this
+# many output pixels go to it. Measured at batch 64 on 2 cores (bench/conv_profile.py,
+# forward + both gradients): it is 1.2-3.6x faster than the paths below on 4x4 and larger
+# outputs of ResNet-34, MobileNetV2 and ShuffleNetV2 (e.g. 16x16 64 -> 64 3x3: 40.6 ->
+# 11.2 ms; 32x32 depthwise 96, stride 2: 14.1 -> 4.2 ms) and slower on 2x2 maps
+# (512 -> 512 3x3: 15.5 -> 42.3 ms), where im2col's GEMMs stay.
+CPU_ONEDNN_MIN_OUTPUT_PIXELS = 16
 
 
 def _check_shapes(x: jax.Array, kernel: jax.Array, feature_group_count: int) -> None:
@@ -223,8 +233,14 @@ def _xla_conv_gemm_grad_bwd(padding, residuals, dy):
 _xla_conv_gemm_grad.defvjp(_xla_conv_gemm_grad_fwd, _xla_conv_gemm_grad_bwd)
 
 
+def _conv2d_onednn(x, kernel, *, strides=(1, 1), padding=0, feature_group_count=1):
+  _check_shapes(x, kernel, feature_group_count)
+  return onednn.conv2d_onednn(x, kernel, strides=strides, padding=normalize_padding(padding),
+                              feature_group_count=feature_group_count)
+
+
 _IMPLEMENTATIONS = {"xla": conv2d_xla, "im2col": conv2d_im2col,
-                    "xla_gemm_grad": conv2d_xla_gemm_grad}
+                    "xla_gemm_grad": conv2d_xla_gemm_grad, "onednn": _conv2d_onednn}
 
 
 def resolve_conv_impl(
@@ -236,7 +252,8 @@ def resolve_conv_impl(
   padding: Padding = 0,
   feature_group_count: int = 1,
   backend: str | None = None,
-) -> Literal["xla", "im2col", "xla_gemm_grad"]:
+  dtype: jnp.dtype | None = None,
+) -> Literal["xla", "im2col", "xla_gemm_grad", "onednn"]:
   """Turns ``"auto"`` into a concrete implementation; others pass through.
 
   ``"auto"`` means, on the CPU backend, ``"im2col"`` for depthwise
@@ -244,7 +261,10 @@ def resolve_conv_impl(
   most ``CPU_IM2COL_MAX_OUTPUT_PIXELS`` output pixels, and ``"xla"`` for the
   rest, except ``"xla_gemm_grad"`` for dense stride-1 convolutions with kernels of at
   least 3x3 and at least ``CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS`` output pixels; on GPU/TPU
-  it always means ``"xla"``.
+  it always means ``"xla"``. Where oneDNN is available (``onednn.available()``), the
+  process has one device and ``dtype`` is float32 (None: assumed), every convolution
+  with at least ``CPU_ONEDNN_MIN_OUTPUT_PIXELS`` output pixels goes to ``"onednn"``
+  first.
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}.")
@@ -253,13 +273,15 @@ def resolve_conv_impl(
   if (backend or jax.default_backend()) != "cpu":
     return "xla"
   kh, kw, group_in, _ = kernel_shape
-  if (group_in == 1 and feature_group_count > 1) or (kh, kw) == (1, 1):
-    return "im2col"
   (sh, sw), pads = pair(strides, "strides"), normalize_padding(padding)
   out_pixels = output_size(input_shape[1], kh, sh, pads[0]) * output_size(
     input_shape[2], kw, sw, pads[1]
   )
-  if out_pixels <= CPU_IM2COL_MAX_OUTPUT_PIXELS:
+  if (out_pixels >= CPU_ONEDNN_MIN_OUTPUT_PIXELS and jax.device_count() == 1
+      and (dtype is None or jnp.dtype(dtype) == jnp.float32) and onednn.available()):
+    return "onednn"
+  if ((group_in == 1 and feature_group_count > 1) or (kh, kw) == (1, 1)
+      or out_pixels <= CPU_IM2COL_MAX_OUTPUT_PIXELS):
     return "im2col"
   if ((sh, sw) == (1, 1) and feature_group_count == 1 and min(kh, kw) >= 3
       and out_pixels >= CPU_GEMM_GRAD_MIN_OUTPUT_PIXELS):
@@ -285,8 +307,7 @@ def conv2d(
     padding: zero padding; an int ``p`` pads every side by ``p`` (PyTorch),
       or ``((top, bottom), (left, right))``.
     feature_group_count: number of groups G (C for depthwise).
-    impl: ``"auto"``, ``"xla"``, ``"im2col"`` or ``"xla_gemm_grad"`` (see
-      :func:`resolve_conv_impl`).
+    impl: one of ``CONV_IMPLS`` (see :func:`resolve_conv_impl`).
 
   Returns:
     (B, Ho, Wo, O), ``Ho = floor((H + top + bottom - kh) / sh) + 1``.
@@ -299,6 +320,7 @@ def conv2d(
     strides=strides,
     padding=padding,
     feature_group_count=feature_group_count,
+    dtype=jnp.result_type(x, kernel),
   )
   return _IMPLEMENTATIONS[concrete](
     x,

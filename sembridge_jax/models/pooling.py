@@ -76,8 +76,10 @@ def max_pool_taps(
   return _first_max(window_taps(rows, (kh, 1), (sh, 1), (pad_h, (0, 0)), -jnp.inf))
 
 
-# (A pooling has no kernel: "xla_gemm_grad" pools as "xla".)
-_IMPLEMENTATIONS = {"xla": max_pool_xla, "im2col": max_pool_taps, "xla_gemm_grad": max_pool_xla}
+# (A pooling has no kernel: "xla_gemm_grad" pools as "xla", and "onednn", a CPU-only
+# convolution, as "auto" does on the CPU.)
+_IMPLEMENTATIONS = {"xla": max_pool_xla, "im2col": max_pool_taps, "xla_gemm_grad": max_pool_xla,
+                    "onednn": max_pool_taps}
 
 
 def max_pool(
