@@ -97,6 +97,7 @@ def torch_worker(connection, teacher_name: str, student_name: str, options: dict
   up, sends ``("ready", info, losses)``, then times ``("time", variant, steps)`` requests
   until ``None``."""
   os.environ["SEMBRIDGE_JAX_ONEDNN"] = "0"  # before the first convolution: no 2nd OpenMP
+  jax.config.update("jax_platforms", "cpu")  # the JAX pair only ports weights: leave the GPU
   import torch
 
   from bench import pytorch_reference as reference
@@ -126,7 +127,10 @@ def torch_worker(connection, teacher_name: str, student_name: str, options: dict
   connection.send(("ready", info, losses))
   while (request := connection.recv()) is not None:
     _, variant, steps = request
-    connection.send(runners["torch", variant].seconds_per_step(steps))
+    try:
+      connection.send(runners["torch", variant].seconds_per_step(steps))
+    except Exception:  # noqa: BLE001 -- e.g. a torch.compile recompile or OOM: report it
+      connection.send(traceback.format_exc(limit=3))
 
 
 class TorchWorker:
@@ -147,12 +151,20 @@ class TorchWorker:
   def runner(self, variant: str) -> Runner:
     def seconds_per_step(steps: int) -> float:
       self._connection.send(("time", variant, steps))
-      return self._connection.recv()
+      reply = self._connection.recv()
+      if isinstance(reply, str):
+        raise RuntimeError(f"torch/{variant} failed in the worker:\n{reply}")
+      return reply
     return Runner(lambda: self.losses["torch", variant], seconds_per_step)
 
   def close(self) -> None:
-    self._connection.send(None)
+    try:
+      self._connection.send(None)
+    except (BrokenPipeError, EOFError, OSError):
+      pass  # the worker is already gone; its error was reported
     self._process.join(timeout=60)
+    if self._process.is_alive():
+      self._process.kill()
 
 
 def build_runners(teacher_name: str, student_name: str, args, worker: TorchWorker
@@ -184,12 +196,19 @@ def warm_up(runners: dict[tuple[str, str], Runner], keys=ROUND_ORDER
 def interleaved_medians(runners: dict[tuple[str, str], Runner], working: list[tuple[str, str]],
                         rounds: int, steps: int, batch: int) -> dict[tuple[str, str], float]:
   """Median images/s over ``rounds`` rounds, each running every variant in ``working``
-  once for ``steps`` steps, in ``ROUND_ORDER``."""
-  samples = {key: [] for key in working}
+  once for ``steps`` steps, in ``ROUND_ORDER``; a variant that fails is left out."""
+  samples, failed = {key: [] for key in working}, set()
   for _ in range(rounds):
     for key in working:
-      samples[key].append(batch / runners[key].seconds_per_step(steps))
-  return {key: statistics.median(values) for key, values in samples.items()}
+      if key in failed:
+        continue
+      try:
+        samples[key].append(batch / runners[key].seconds_per_step(steps))
+      except (RuntimeError, EOFError) as error:  # reported; the other variants go on
+        print(f"{'/'.join(key)} failed: {error}", file=sys.stderr)
+        failed.add(key)
+  return {key: statistics.median(values) for key, values in samples.items()
+          if key not in failed}
 
 
 def bench_pair(teacher_name: str, student_name: str, args, worker: TorchWorker) -> dict:

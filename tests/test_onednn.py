@@ -118,3 +118,32 @@ def test_without_onednn_auto_falls_back_and_the_explicit_choice_says_why(tmp_pat
   assert "\n" not in result["error"]
   assert result["auto"] == "xla_gemm_grad"
   assert not any(tmp_path.rglob("*.so"))
+
+
+def test_bad_arguments_are_errors_not_crashes(monkeypatch):
+  x, kernel = jnp.ones((1, 16, 16, 8)), jnp.ones((3, 3, 1, 8))  # a depthwise kernel, 1 group
+  with pytest.raises(ValueError, match="does not fit"):
+    onednn.conv2d_onednn(x, kernel, padding=((1, 1), (1, 1)))
+  with pytest.raises(ValueError, match="negative padding"):
+    onednn.conv2d_onednn(x, jnp.ones((3, 3, 8, 8)), padding=((-1, 0), (1, 1)))
+  assert resolve((1, 16, 16, 8), (3, 3, 8, 8), padding=((-1, 0), (1, 1))) != "onednn"
+  # Past the Python checks, the C++ handler checks the shapes itself: an error, no crash.
+  with pytest.raises(Exception, match="inconsistent shapes"):
+    onednn._call("sembridge_conv_fwd", (1, 16, 16, 8), x, kernel,
+                 **onednn._attributes((1, 1), ((1, 1), (1, 1)), 1)).block_until_ready()
+  monkeypatch.setattr(jax, "device_count", lambda: 2)
+  with pytest.raises(RuntimeError, match="one CPU device"):
+    onednn.conv2d_onednn(x, jnp.ones((3, 3, 8, 8)), padding=((1, 1), (1, 1)))
+
+
+def test_vmap_maps_one_call_per_element():
+  rng = np.random.default_rng(0)
+  xs = jnp.asarray(rng.normal(size=(3, 2, 8, 8, 4)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(3, 3, 4, 6)), jnp.float32)
+
+  def grads(impl):
+    loss = lambda x, w: jnp.sum(conv_lib.conv2d(x, w, padding=1, impl=impl) ** 2)
+    return jax.vmap(jax.grad(loss, argnums=(0, 1)), in_axes=(0, None))(xs, w)
+
+  for value, reference in zip(grads("onednn"), grads("xla")):
+    np.testing.assert_allclose(value, reference, rtol=1e-4, atol=1e-3)

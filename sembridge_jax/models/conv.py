@@ -278,6 +278,7 @@ def resolve_conv_impl(
     input_shape[2], kw, sw, pads[1]
   )
   if (out_pixels >= CPU_ONEDNN_MIN_OUTPUT_PIXELS and jax.device_count() == 1
+      and min(pad for side in pads for pad in side) >= 0
       and (dtype is None or jnp.dtype(dtype) == jnp.float32) and onednn.available()):
     return "onednn"
   if ((group_in == 1 and feature_group_count > 1) or (kh, kw) == (1, 1)

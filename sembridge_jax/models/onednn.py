@@ -21,9 +21,10 @@ missing, :func:`status` says why and ``conv_impl="auto"`` keeps XLA's paths;
 ``SEMBRIDGE_JAX_ONEDNN=0`` turns it off.
 
 Limits: float32 compute (other dtypes are cast to float32 and back), CPU only, and no
-forward-mode rule (``jax.jvp`` needs ``conv_impl="xla"``). XLA's partitioner cannot
-split a custom call along the batch, so ``"auto"`` uses it only where the process has
-one CPU device.
+forward-mode rule (``jax.jvp`` needs ``conv_impl="xla"``), ``vmap`` runs one call per
+mapped element, and one device per process: XLA's partitioner cannot split a custom call
+along the batch (it would run the whole batch on every device), so ``"auto"`` uses it
+only where the process has one CPU device and an explicit ``"onednn"`` refuses more.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
+import threading
 from typing import NamedTuple
 
 import jax
@@ -56,6 +58,8 @@ _TARGETS = {  # FFI target name -> exported handler symbol in onednn_conv.cc
   "sembridge_conv_bwd_weights": "SembridgeConvBackwardWeights",
 }
 DISABLE_ENV = "SEMBRIDGE_JAX_ONEDNN"
+_FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-w")
+_STATUS_LOCK = threading.Lock()
 
 
 class OneDnnStatus(NamedTuple):
@@ -83,27 +87,29 @@ def _onednn_paths() -> tuple[pathlib.Path, pathlib.Path]:
   return pathlib.Path(header).resolve().parents[2], pathlib.Path(library).resolve()
 
 
-def _build() -> pathlib.Path:
-  """Compiles ``onednn_conv.cc`` into the user cache (once) and returns the library."""
+def _build(rebuild: bool = False) -> pathlib.Path:
+  """Compiles ``onednn_conv.cc`` into the user cache (once, or again with ``rebuild``) and
+  returns the library."""
   include, library = _onednn_paths()
   compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
   if not compiler:
     raise RuntimeError("no C++ compiler (g++) on PATH")
   source = importlib.resources.files("sembridge_jax.models").joinpath(_SOURCE).read_bytes()
-  key = hashlib.sha256(b"\0".join([
-    source, importlib.metadata.version("jaxlib").encode(), str(library).encode(),
-    str(library.stat().st_size).encode(), compiler.encode(),
+  key = hashlib.sha256(b"\0".join(part.encode() if isinstance(part, str) else part for part in [
+    source, importlib.metadata.version("jaxlib"), importlib.metadata.version("onednn-cpu-gomp"),
+    importlib.metadata.version("onednn-devel-cpu-gomp"), str(library),
+    str(library.stat().st_size), compiler, " ".join(_FLAGS),
   ])).hexdigest()[:16]
   directory = user_cache_directory("onednn")
   target = directory / f"onednn_conv_{key}.so"
-  if target.exists():
+  if target.exists() and not rebuild:
     return target
   directory.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=directory) as scratch:
     source_path = pathlib.Path(scratch) / _SOURCE
     source_path.write_bytes(source)
     built = pathlib.Path(scratch) / target.name
-    command = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", str(source_path),
+    command = [compiler, *_FLAGS, str(source_path),
                f"-I{jax.ffi.include_dir()}", f"-I{include}", f"-L{library.parent}",
                f"-l:{library.name}", f"-Wl,-rpath,{library.parent}", "-o", str(built)]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -121,15 +127,21 @@ def status() -> OneDnnStatus:
   worked (and, if not, why)."""
   if os.environ.get(DISABLE_ENV, "1").strip() in ("0", "false", "off"):
     return OneDnnStatus(False, f"turned off by {DISABLE_ENV}=0")
-  try:
-    path = _build()
-    library = ctypes.cdll.LoadLibrary(str(path))
-    for name, symbol in _TARGETS.items():
-      jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, symbol)),
-                                  platform="cpu")
-  except (RuntimeError, OSError) as error:
-    _LOG.info("oneDNN convolutions unavailable, XLA's are used: %s", error)
-    return OneDnnStatus(False, str(error))
+  with _STATUS_LOCK:  # one build and registration even if two threads trace at once
+    try:
+      path = _build()
+      try:
+        library = ctypes.cdll.LoadLibrary(str(path))
+      except OSError:  # a damaged or stale cached build: compile once more
+        path = _build(rebuild=True)
+        library = ctypes.cdll.LoadLibrary(str(path))
+      for name, symbol in _TARGETS.items():
+        jax.ffi.register_ffi_target(name, jax.ffi.pycapsule(getattr(library, symbol)),
+                                    platform="cpu")
+    except Exception as error:  # noqa: BLE001 -- whatever fails, "auto" must fall back
+      reason = " ".join(str(error).split()) or error.__class__.__name__
+      _LOG.info("oneDNN convolutions unavailable, XLA's are used: %s", reason)
+      return OneDnnStatus(False, reason)
   return OneDnnStatus(True, str(path))
 
 
@@ -146,8 +158,10 @@ def _attributes(strides: tuple[int, int], padding: Pads, groups: int) -> dict:
 
 
 def _call(target: str, shape: tuple[int, ...], *operands: jax.Array, **attributes):
-  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32))(
-    *operands, **attributes)
+  # Under vmap: one call per mapped element (correct; a batched model is better served by
+  # folding the mapped axis into the batch before the convolution).
+  return jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(shape, jnp.float32),
+                          vmap_method="sequential")(*operands, **attributes)
 
 
 def _output_shape(x_shape, kernel_shape, strides, padding) -> tuple[int, int, int, int]:
@@ -190,13 +204,23 @@ def conv2d_onednn(
   ``((top, bottom), (left, right))`` padding) through oneDNN, differentiable once.
 
   Raises:
-    RuntimeError: oneDNN is not available here; the message says why.
+    RuntimeError: oneDNN is not available here (the message says why), or the process
+      has more than one device or no CPU backend.
+    ValueError: the shapes do not fit, or a padding is negative.
   """
   state = status()
   if not state.available:
     raise RuntimeError(f"conv_impl='onednn' is unavailable: {state.reason}")
-  if jax.default_backend() != "cpu":
-    raise RuntimeError("conv_impl='onednn' runs on the CPU only; use 'auto' or 'xla'.")
+  if jax.default_backend() != "cpu" or jax.device_count() != 1:
+    raise RuntimeError("conv_impl='onednn' runs on one CPU device (XLA would repeat it on "
+                       f"every one of {jax.device_count()} {jax.default_backend()} devices); "
+                       "use 'auto' or 'xla'.")
+  if (x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2] * feature_group_count != x.shape[3]
+      or kernel.shape[3] % feature_group_count):
+    raise ValueError(f"conv_impl='onednn': kernel {kernel.shape} does not fit NHWC input "
+                     f"{x.shape} in {feature_group_count} groups.")
+  if min(pad for side in padding for pad in side) < 0:
+    raise ValueError(f"conv_impl='onednn' takes no negative padding, got {padding}.")
   dtype = jnp.result_type(x, kernel)
   y = _conv(x.astype(jnp.float32), kernel.astype(jnp.float32), pair(strides, "strides"),
             tuple(tuple(side) for side in padding), int(feature_group_count))

@@ -16,6 +16,7 @@
 // built once per shape and cached; every call gets its own scratchpad, so one primitive
 // may run on several threads at once (XLA runs one call per fake CPU device).
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -159,22 +160,27 @@ const Prepared& Cached(Kind kind, const Geometry& g) {
   return *slot;
 }
 
-// Builds the geometry from the NHWC activation, the HWIO kernel's spatial size and the
-// attributes, and checks them against the output shape XLA allocated.
-ffi::Error MakeGeometry(ffi::Span<const int64_t> x, int64_t kh, int64_t kw, int64_t o,
+// Builds the geometry from the NHWC activation ``x``, the HWIO kernel ``k`` and the
+// attributes, and checks all of them against the output shape ``y`` XLA allocated: a
+// mismatch must come back as an error, never reach oneDNN as an out-of-bounds access.
+ffi::Error MakeGeometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> k,
                         int64_t groups, int64_t stride_h, int64_t stride_w, int64_t pad_top,
                         int64_t pad_bottom, int64_t pad_left, int64_t pad_right,
                         ffi::Span<const int64_t> y, Geometry* out) {
-  if (x.size() != 4 || y.size() != 4) {
-    return ffi::Error::InvalidArgument("onednn conv: activations must be NHWC");
+  if (x.size() != 4 || y.size() != 4 || k.size() != 4) {
+    return ffi::Error::InvalidArgument("onednn conv: activations NHWC, kernel HWIO");
+  }
+  if (groups < 1 || stride_h < 1 || stride_w < 1 || k[0] < 1 || k[1] < 1 || pad_top < 0 ||
+      pad_bottom < 0 || pad_left < 0 || pad_right < 0) {
+    return ffi::Error::InvalidArgument("onednn conv: groups, strides and kernel >= 1, pads >= 0");
   }
   Geometry& g = *out;
-  g = Geometry{x[0], x[1], x[2], x[3], kh, kw, o, groups, stride_h, stride_w,
-             pad_top, pad_bottom, pad_left, pad_right, y[1], y[2]};
-  const int64_t oh = (g.h + pad_top + pad_bottom - kh) / stride_h + 1;
-  const int64_t ow = (g.w + pad_left + pad_right - kw) / stride_w + 1;
-  if (groups < 1 || g.c % groups || o % groups || oh != g.oh || ow != g.ow ||
-      y[0] != g.n || y[3] != o) {
+  g = Geometry{x[0], x[1], x[2], x[3], k[0], k[1], k[3], groups, stride_h, stride_w,
+               pad_top, pad_bottom, pad_left, pad_right, y[1], y[2]};
+  const int64_t oh = (g.h + pad_top + pad_bottom - g.kh) / stride_h + 1;
+  const int64_t ow = (g.w + pad_left + pad_right - g.kw) / stride_w + 1;
+  if (g.c % groups || g.o % groups || k[2] * groups != g.c || oh != g.oh || ow != g.ow ||
+      y[0] != g.n || y[3] != g.o) {
     return ffi::Error::InvalidArgument("onednn conv: inconsistent shapes or attributes");
   }
   return ffi::Error::Success();
@@ -206,6 +212,10 @@ ffi::Error Execute(Kind kind, const Geometry& g, int first_arg, const memory::de
     return ffi::Error::Success();
   } catch (const dnnl::error& e) {
     return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  } catch (const std::exception& e) {  // bad_alloc, system_error: never across the FFI
+    return ffi::Error::Internal(std::string("onednn conv: ") + e.what());
+  } catch (...) {
+    return ffi::Error::Internal("onednn conv: unknown C++ exception");
   }
 }
 
@@ -213,11 +223,10 @@ ffi::Error ConvForward(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                        ffi::ResultBuffer<ffi::F32> y, int64_t groups, int64_t stride_h,
                        int64_t stride_w, int64_t pad_top, int64_t pad_bottom,
                        int64_t pad_left, int64_t pad_right) {
-  auto kd = k.dimensions();
   Geometry g;
-  if (auto error = MakeGeometry(x.dimensions(), kd[0], kd[1], kd[3], groups, stride_h,
-                                stride_w, pad_top, pad_bottom, pad_left, pad_right,
-                                y->dimensions(), &g);
+  if (auto error = MakeGeometry(x.dimensions(), k.dimensions(), groups, stride_h, stride_w,
+                                pad_top, pad_bottom, pad_left, pad_right, y->dimensions(),
+                                &g);
       error.failure()) {
     return error;
   }
@@ -229,11 +238,10 @@ ffi::Error ConvBackwardData(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> k,
                             ffi::ResultBuffer<ffi::F32> dx, int64_t groups,
                             int64_t stride_h, int64_t stride_w, int64_t pad_top,
                             int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
-  auto kd = k.dimensions();
   Geometry g;
-  if (auto error = MakeGeometry(dx->dimensions(), kd[0], kd[1], kd[3], groups, stride_h,
-                                stride_w, pad_top, pad_bottom, pad_left, pad_right,
-                                dy.dimensions(), &g);
+  if (auto error = MakeGeometry(dx->dimensions(), k.dimensions(), groups, stride_h, stride_w,
+                                pad_top, pad_bottom, pad_left, pad_right, dy.dimensions(),
+                                &g);
       error.failure()) {
     return error;
   }
@@ -246,11 +254,10 @@ ffi::Error ConvBackwardWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy
                                ffi::ResultBuffer<ffi::F32> dk, int64_t groups,
                                int64_t stride_h, int64_t stride_w, int64_t pad_top,
                                int64_t pad_bottom, int64_t pad_left, int64_t pad_right) {
-  auto kd = dk->dimensions();
   Geometry g;
-  if (auto error = MakeGeometry(x.dimensions(), kd[0], kd[1], kd[3], groups, stride_h,
-                                stride_w, pad_top, pad_bottom, pad_left, pad_right,
-                                dy.dimensions(), &g);
+  if (auto error = MakeGeometry(x.dimensions(), dk->dimensions(), groups, stride_h, stride_w,
+                                pad_top, pad_bottom, pad_left, pad_right, dy.dimensions(),
+                                &g);
       error.failure()) {
     return error;
   }
