@@ -2,6 +2,7 @@ r"""Where does asymmetric distillation help? A map over the synthetic generator 
 
   python bench/regimes.py --out workdirs/regimes            # resumes where it stopped
   python bench/regimes.py --out workdirs/regimes --report   # tables and figure only
+  python bench/regimes.py --out DIR --cells 30/nonvisible/0 --epochs-scale 4   # some cells
 
 The grid (decided before any of it ran):
 
@@ -328,6 +329,9 @@ def main() -> None:
                       help="the evidence variants this invocation trains; two invocations "
                            "with disjoint variants share nothing but the compilation cache "
                            "and can run side by side, one per core")
+  parser.add_argument("--cells", default="",
+                      help="only these cells, as PER_CLASS/EVIDENCE/SCENE_VARIATION items "
+                           "(e.g. 30/nonvisible/0,10/visible/0.5); default: the whole grid")
   parser.add_argument("--arms", default=",".join(ARMS),
                       help="the arms this invocation trains (e.g. 'alone' first, to see "
                            "whether the students alone plateau before the rest runs)")
@@ -337,6 +341,17 @@ def main() -> None:
     if unknown:
       parser.error(f"{flag}: unknown value(s) {sorted(unknown)}; choose from {known}")
   arms = tuple(arm for arm in ARMS if arm in args.arms.split(","))
+  grid = list(itertools.product(PER_CLASS, args.evidence.split(","), SCENE_VARIATION))
+  if args.cells:
+    try:
+      chosen = {(int(n), e, float(v)) for n, e, v in
+                (item.split("/") for item in args.cells.split(","))}
+    except ValueError:
+      parser.error("--cells: items are PER_CLASS/EVIDENCE/SCENE_VARIATION, e.g. 30/visible/0.5")
+    unknown = chosen - set(itertools.product(PER_CLASS, EVIDENCE, SCENE_VARIATION))
+    if unknown:
+      parser.error(f"--cells: not in the grid: {sorted(unknown)}")
+    grid = [key for key in grid if key in chosen]
   args.out.mkdir(parents=True, exist_ok=True)
   import jax
   jax.config.update("jax_compilation_cache_dir", str(args.out / "jax_cache"))
@@ -344,7 +359,7 @@ def main() -> None:
   start = time.perf_counter()
   if not args.report:
     for seed in map(int, args.seeds.split(",")):
-      for key in itertools.product(PER_CLASS, args.evidence.split(","), SCENE_VARIATION):
+      for key in grid:
         train_cell_seed(Cell(args.out, *key), seed, args.epochs_scale, arms)
       write_reports(args.out, *collect(args.out), None, args.epochs_scale)   # A complete map after each seed.
   runs, summary = collect(args.out)

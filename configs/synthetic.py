@@ -5,13 +5,16 @@ Unpaired MS (10 bands) and RGB images of 10 classes from two synthetic "regions"
 
   sembridge-jax pipeline --config configs/synthetic.py --workdir /tmp/sembridge_synth
 
-Expected (2-core CPU, about 13 minutes; dataset 1.2.0, 5,040 RGB test images; RGB test
-OA, mean ± std over seeds 0, 1, 2): teacher (MS) 100.0; student alone 53.56 ± 0.99; KD
-with random same-class pairs 53.67 ± 0.77; SemBridge 52.85 ± 0.30. Paired vs the
-student alone (95% interval): KD +0.11 [-0.77, +0.99], SemBridge -0.71 [-4.57, +3.15],
-both "no detectable difference". The match report: SFM's pairs are 25% closer than
-random same-class pairs in relative scene colour (0.1004 vs 0.1339), 244 of 960 MS
-images used as teachers; the gallery's KD-target spread is 0.054 within a class.
+Expected (2-core CPU, about 7 minutes with oneDNN's convolutions; dataset 1.2.0, 5,040
+RGB test images; RGB test OA, mean ± std over seeds 0, 1, 2): teacher (MS) 100.0;
+student alone 53.49 ± 1.60; KD with random same-class pairs 53.17 ± 1.16; SemBridge
+53.58 ± 0.41. Paired vs the student alone (95% interval): KD -0.32 [-1.20, +0.55],
+SemBridge +0.09 [-3.78, +3.96], both "no detectable difference" (13 seeds: every
+interval under one point wide on each side). The match report: SFM's pairs are 30%
+closer than random same-class pairs in relative scene colour (0.0940 vs 0.1339), 290 of
+960 MS images used as teachers; the gallery's KD-target spread is 0.048 within a class.
+CPU convolutions differ in their last bits between oneDNN and XLA (and between CPUs), so
+other machines give other seeds' noise, not other conclusions.
 docs/synthetic_results.md says what these numbers can and cannot tell.
 """
 

@@ -64,7 +64,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.student = "resnet34"
   c.model.matcher = "resnet34"    # both matcher encoders
   c.model.dtype = "float32"       # compute dtype; parameters stay float32
-  c.model.conv_impl = "auto"      # CPU: GEMMs where XLA:CPU convs are slow; XLA convs elsewhere
+  c.model.conv_impl = "auto"      # CPU: oneDNN (or GEMMs) where XLA:CPU convs are slow; XLA elsewhere
 
   def trainer(epochs: int, batch_size: int, name: str, lr: float, wd: float = 0.0):
     t = ml_collections.ConfigDict()

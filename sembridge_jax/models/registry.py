@@ -57,9 +57,10 @@ def create_model(
       MobileNetV2's dropout, the ``dropout`` stream (``default`` if absent).
     dtype: compute dtype (e.g. ``jnp.bfloat16``); outputs are float32 anyway.
     param_dtype: parameter dtype.
-    conv_impl: "auto" (on CPU im2col GEMMs for small/depthwise convs and GEMM kernel
-      gradients for large dense ones; XLA convolutions otherwise), "xla", "im2col" or
-      "xla_gemm_grad"; see ``conv.py``.
+    conv_impl: "auto" (on one CPU device oneDNN's convolutions where available, else
+      im2col GEMMs for small/depthwise convs and GEMM kernel gradients for large dense
+      ones; XLA convolutions on GPU/TPU), "xla", "im2col", "xla_gemm_grad" or "onednn";
+      see ``conv.py``.
 
   Raises:
     ValueError: unknown ``name`` or ``conv_impl``, or non-positive sizes.
