@@ -4,6 +4,10 @@ r"""Where does asymmetric distillation help? A map over the synthetic generator 
   python bench/regimes.py --out workdirs/regimes --report   # tables and figure only
   python bench/regimes.py --out DIR --cells 30/nonvisible/0 --epochs-scale 4   # some cells
 
+Two invocations side by side on a 2-core CPU: ``OMP_NUM_THREADS=1`` for each (oneDNN's
+OpenMP threads, two per process by default, would oversubscribe the cores; that ran the
+training about 6x slower).
+
 The grid (decided before any of it ran):
 
 * labelled RGB training images per class: 10, 30, 100, 300;
@@ -328,7 +332,8 @@ def main() -> None:
   parser.add_argument("--evidence", default=",".join(EVIDENCE),
                       help="the evidence variants this invocation trains; two invocations "
                            "with disjoint variants share nothing but the compilation cache "
-                           "and can run side by side, one per core")
+                           "and can run side by side, one per core (give each "
+                           "OMP_NUM_THREADS=1: oneDNN's threads would oversubscribe)")
   parser.add_argument("--cells", default="",
                       help="only these cells, as PER_CLASS/EVIDENCE/SCENE_VARIATION items "
                            "(e.g. 30/nonvisible/0,10/visible/0.5); default: the whole grid")

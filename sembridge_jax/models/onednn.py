@@ -20,6 +20,13 @@ keyed by the source, the jaxlib version and the oneDNN library. Where any of tha
 missing, :func:`status` says why and ``conv_impl="auto"`` keeps XLA's paths;
 ``SEMBRIDGE_JAX_ONEDNN=0`` turns it off.
 
+oneDNN runs on OpenMP threads, one per core by default (``OMP_NUM_THREADS``). Processes
+that share a machine's cores (several trainings side by side, ``pytest -n``) should split
+them: ``OMP_NUM_THREADS=cores/processes``. Two regime-map processes on 2 cores with the
+default trained about 6x slower than with ``OMP_NUM_THREADS=1`` each: OpenMP's parallel
+regions wait for their slowest thread, and on oversubscribed cores that one is often
+descheduled.
+
 Limits: float32 compute (other dtypes are cast to float32 and back), CPU only, and no
 forward-mode rule (``jax.jvp`` needs ``conv_impl="xla"``), ``vmap`` runs one call per
 mapped element, and one device per process: XLA's partitioner cannot split a custom call
