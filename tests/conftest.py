@@ -21,11 +21,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 # variable is inherited) compiles each once per machine. Set before JAX is imported.
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR",
                       str(pathlib.Path(tempfile.gettempdir()) / f"sembridge-jax-tests-xla-{os.getuid()}"))
-# Under `pytest -n N` the workers share the machine's cores: oneDNN's OpenMP threads (one
-# per core in every process by default) would oversubscribe them (docs/performance.md).
-# One thread per worker; inherited by the subprocesses the tests start.
-if os.environ.get("PYTEST_XDIST_WORKER"):
-  os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def shipped_config(name: str):
