@@ -1,7 +1,8 @@
 """JAX vs plain PyTorch: images/s of the same SemBridge distillation step, interleaved.
 
   python bench/compare_pytorch.py [--steps 5] [--rounds 3] [--batch 64] [--size 64]
-      [--pairs resnet34,mobilenet_v2] [--no-ot] [--torch-threads N] [--json]
+      [--pairs resnet34,mobilenet_v2] [--no-ot] [--dtype bfloat16] [--skip-compile]
+      [--torch-threads N] [--json]
 
 Per pair, the JAX steps of bench/distill_step.py and the PyTorch steps of
 bench/pytorch_reference.py start from the same weights (the JAX ones, ported), the
@@ -13,6 +14,11 @@ same batch (64x64 RGB students, 10-band MS teachers, 10 classes) and the same ga
   the matched MS images inside the step, without gradient;
 * PyTorch ``teacher_grad``: as ``no_grad`` but back-propagating into the teacher, as
   the authors' code does (no JAX counterpart: the JAX teacher cannot get gradients).
+
+``--dtype bfloat16`` runs the networks in bfloat16 on both sides (JAX
+``config.model.dtype``, PyTorch ``torch.autocast``), parameters, optimiser and loss in
+float32: the mixed precision a GPU user would choose. ``--skip-compile`` leaves out
+``compiled``.
 
 Every variant is compiled and warmed up by one step, then each of ``--rounds`` rounds
 runs ``--steps`` steps of every variant, JAX and PyTorch alternating, so that a change
@@ -108,7 +114,7 @@ def torch_worker(connection, teacher_name: str, student_name: str, options: dict
   torch.manual_seed(0)
   device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
   jax_pair = distill_step.build_pair(teacher_name, student_name, args.batch, args.size,
-                                     use_ot=not args.no_ot)
+                                     use_ot=not args.no_ot, dtype=args.dtype)
   torch_pair = reference.port_pair(jax_pair.teacher, jax_pair.distiller, teacher_name,
                                    student_name, num_classes=distill_step.NUM_CLASSES,
                                    ms_channels=distill_step.MS_BANDS, device=device)
@@ -116,12 +122,12 @@ def torch_worker(connection, teacher_name: str, student_name: str, options: dict
   gallery = reference.gallery_tensors(jax_pair.gallery, device)
   inputs = reference.step_inputs(jax_pair.batch, device)
   runners = {}
-  for variant in reference.VARIANTS:
+  for variant in torch_variants(args):
     copy = reference.fresh_copy(torch_pair)
     step = reference.make_train_step(variant, copy.student, copy.head, copy.teacher, gallery,
-                                     settings)
+                                     settings, compute_dtype=getattr(torch, args.dtype))
     runners["torch", variant] = torch_runner(step, inputs, device)
-  losses = warm_up(runners, [key for key in ROUND_ORDER if key[0] == "torch"])
+  losses = warm_up(runners, [("torch", variant) for variant in torch_variants(args)])
   info = (f"PyTorch {torch.__version__}: {device}"
           f"{'' if device.type == 'cuda' else f', {torch.get_num_threads()} threads'}")
   connection.send(("ready", info, losses))
@@ -167,19 +173,28 @@ class TorchWorker:
       self._process.kill()
 
 
+def torch_variants(args) -> list[str]:
+  """The PyTorch variants to time, in ``ROUND_ORDER``: all, or all but ``compiled``."""
+  return [variant for framework, variant in ROUND_ORDER if framework == "torch"
+          and not (variant == "compiled" and args.skip_compile)]
+
+
+def round_order(args) -> list[tuple[str, str]]:
+  return [key for key in ROUND_ORDER if key[0] == "jax" or key[1] in torch_variants(args)]
+
+
 def build_runners(teacher_name: str, student_name: str, args, worker: TorchWorker
                   ) -> dict[tuple[str, str], Runner]:
-  """Every variant of ``ROUND_ORDER`` for one pair: JAX here, PyTorch in ``worker``."""
+  """Every variant of ``round_order(args)`` for one pair: JAX here, PyTorch in ``worker``."""
   jax_pair = distill_step.build_pair(teacher_name, student_name, args.batch, args.size,
-                                     use_ot=not args.no_ot)
+                                     use_ot=not args.no_ot, dtype=args.dtype)
   runners = {("jax", name): jax_runner(timed) for name, timed in jax_pair.steps.items()}
-  for framework, variant in ROUND_ORDER:
-    if framework == "torch":
-      runners[framework, variant] = worker.runner(variant)
+  for variant in torch_variants(args):
+    runners["torch", variant] = worker.runner(variant)
   return runners
 
 
-def warm_up(runners: dict[tuple[str, str], Runner], keys=ROUND_ORDER
+def warm_up(runners: dict[tuple[str, str], Runner], keys
             ) -> dict[tuple[str, str], float | str]:
   """The first-step loss of every variant in ``keys`` (compiling it), or FAILED (reported
   on stderr)."""
@@ -213,11 +228,11 @@ def interleaved_medians(runners: dict[tuple[str, str], Runner], working: list[tu
 
 def bench_pair(teacher_name: str, student_name: str, args, worker: TorchWorker) -> dict:
   runners = build_runners(teacher_name, student_name, args, worker)
-  losses = warm_up(runners)  # PyTorch's: the worker's own warm-up, already done
-  working = [key for key in ROUND_ORDER if losses[key] != FAILED]
+  losses = warm_up(runners, round_order(args))  # PyTorch's: the worker's, already done
+  working = [key for key in round_order(args) if losses[key] != FAILED]
   speeds = interleaved_medians(runners, working, args.rounds, args.steps, args.batch)
   return {"pair": pair_name((teacher_name, student_name)), "losses": losses,
-          "img_s": {key: speeds.get(key, FAILED) for key in ROUND_ORDER}}
+          "img_s": {key: speeds.get(key, FAILED) for key in round_order(args)}}
 
 
 def pairing_records(result: dict) -> list[dict]:
@@ -236,15 +251,15 @@ def _number(value, digits: int = 0, suffix: str = "") -> str:
   return value if value == FAILED else f"{value:.{digits}f}{suffix}"
 
 
-def markdown_header() -> str:
-  columns = [f"{framework} {variant}" for framework, variant in ROUND_ORDER]
+def markdown_header(order: list[tuple[str, str]]) -> str:
+  columns = [f"{framework} {variant}" for framework, variant in order]
   ratios = [f"{a} / {b}" for a, b in PAIRINGS]
   names = ["pair", *columns, *ratios, "step-1 loss JAX / torch"]
   return "| " + " | ".join(names) + " |\n|" + "---|" * len(names)
 
 
 def markdown_row(result: dict) -> str:
-  speeds = [_number(result["img_s"][key]) for key in ROUND_ORDER]
+  speeds = [_number(speed) for speed in result["img_s"].values()]  # in round order
   ratios = [_number(record["ratio"], 2, "x") for record in pairing_records(result)]
   losses = result["losses"]
   loss_check = (f"{_number(losses['jax', 'gallery'], 5)} / "
@@ -264,6 +279,11 @@ def main() -> None:
   parser.add_argument("--no-ot", action="store_true", help="without the OT term")
   parser.add_argument("--torch-threads", type=int, default=None,
                       help="torch.set_num_threads (default: PyTorch's choice)")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                      help="the networks' compute dtype: JAX config.model.dtype, PyTorch "
+                           "torch.autocast (parameters, optimiser and loss stay float32)")
+  parser.add_argument("--skip-compile", action="store_true",
+                      help="leave out torch.compile (its first step compiles for minutes)")
   parser.add_argument("--json", action="store_true", help="JSON lines instead of the table")
   args = parser.parse_args()
   jax_devices = jax.devices()
@@ -272,9 +292,10 @@ def main() -> None:
     if index == 0 and not args.json:
       print(f"JAX {jax.__version__}: {len(jax_devices)} x {jax_devices[0].device_kind} "
             f"({jax.default_backend()}); {worker.info}; PyTorch in its own process; "
-            f"batch {args.batch}, {args.size}x{args.size}, OT {'off' if args.no_ot else 'on'}; "
-            f"median img/s of {args.rounds} rounds x {args.steps} steps\n")
-      print(markdown_header(), flush=True)
+            f"batch {args.batch}, {args.size}x{args.size}, OT {'off' if args.no_ot else 'on'}, "
+            f"networks in {args.dtype}; median img/s of {args.rounds} rounds x {args.steps} "
+            "steps\n")
+      print(markdown_header(round_order(args)), flush=True)
     try:
       result = bench_pair(teacher_name, student_name, args, worker)
     finally:

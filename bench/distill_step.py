@@ -1,6 +1,7 @@
 """Images/s of the full SemBridge distillation step for the paper's six pairs.
 
-  python bench/distill_step.py [--batch 64] [--size 64] [--steps 10] [--pairs all] [--no-ot]
+  python bench/distill_step.py [--batch 64] [--size 64] [--steps 10] [--rounds 1]
+      [--pairs all] [--no-ot] [--dtype bfloat16] [--programs]
 
 Two variants per pair (batch 64, 64x64 RGB, 10-band MS, 10 classes):
 * gallery: the step as the project runs it -- the matched teachers' logits, pooled
@@ -13,9 +14,12 @@ Prints a Markdown table for the devices present.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import pathlib
+import re
+import statistics
 import sys
 import time
-import pathlib
 from typing import NamedTuple
 
 import jax
@@ -26,12 +30,12 @@ from flax import nnx
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from configs import synthetic  # noqa: E402
-from sembridge_jax import config_base, models, sharding  # noqa: E402
+from sembridge_jax import config_base, sharding  # noqa: E402
 from sembridge_jax.distill import distiller as distiller_lib, step as step_lib  # noqa: E402
 from sembridge_jax.distill.gallery import Gallery  # noqa: E402
 from sembridge_jax.runs import Run  # noqa: E402
 from sembridge_jax.models.pairs import ALL_PAIRS, pair_name  # noqa: E402
-from sembridge_jax.train import trainer  # noqa: E402
+from sembridge_jax.train import classifier, trainer  # noqa: E402
 
 NUM_CLASSES, MS_BANDS, GALLERY = 10, 10, 2048
 
@@ -85,15 +89,17 @@ class PairBench(NamedTuple):
 
 
 def build_pair(teacher_name: str, student_name: str, batch: int, size: int, *,
-               use_ot: bool = True) -> PairBench:
+               use_ot: bool = True, dtype: str = "float32") -> PairBench:
   """The two variants of the module docstring; ``use_ot=False`` drops the OT term
-  (``config.distill.use_ot``)."""
+  (``config.distill.use_ot``); ``dtype`` is the networks' compute dtype
+  (``config.model.dtype``: parameters, optimiser and loss stay float32)."""
   config = config_base.validate_config(synthetic.get_config())
   config.model.student = student_name
+  config.model.dtype = dtype
   config.distill.use_ot = use_ot
   mesh = sharding.make_mesh()
-  teacher = models.create_model(teacher_name, num_classes=NUM_CLASSES, in_channels=MS_BANDS,
-                                rngs=nnx.Rngs(0))
+  teacher = classifier.create_model(config, teacher_name, num_classes=NUM_CLASSES,
+                                    in_channels=MS_BANDS, seed=0)
   gallery = teacher_gallery(teacher, size)
   run = Run("kd", True)
   distiller = distiller_lib.create_distiller(config, run, Meta, gallery, seed=0)
@@ -132,15 +138,33 @@ def build_pair(teacher_name: str, student_name: str, batch: int, size: int, *,
       "teacher_inside": TimedStep(inside, fresh_state(), (data, teacher_vars))})
 
 
+def program_summary(timed: TimedStep) -> str:
+  """``fingerprint/kernels``: a hash of the step's lowered StableHLO (equal hashes: the
+  same program) and how many fusions and custom calls (cuDNN, cuBLAS, oneDNN) XLA
+  compiled it into, about the kernel launches of one step."""
+  lowered = timed.step.lower(timed.state, *timed.args)
+  fingerprint = hashlib.sha1(lowered.as_text().encode()).hexdigest()[:10]
+  kernels = len(re.findall(r"= \S+ (?:fusion|custom-call)\(", lowered.compile().as_text()))
+  return f"{fingerprint}/{kernels}"
+
+
 def bench_pair(teacher_name: str, student_name: str, batch: int, size: int, steps: int, *,
-               use_ot: bool = True) -> tuple[float, float]:
-  """Images/s of the gallery and the teacher-inside step."""
-  pair = build_pair(teacher_name, student_name, batch, size, use_ot=use_ot)
-  images_per_second = []
-  for variant in ("gallery", "teacher_inside"):
-    pair.steps[variant].warm_up()
-    images_per_second.append(batch / pair.steps[variant].seconds_per_step(steps))
-  return tuple(images_per_second)
+               rounds: int = 1, use_ot: bool = True, dtype: str = "float32",
+               programs: bool = False) -> dict[str, float | str]:
+  """Images/s of the gallery and the teacher-inside step (median of ``rounds`` rounds,
+  the two variants alternating), and with ``programs`` each step's `program_summary`."""
+  pair = build_pair(teacher_name, student_name, batch, size, use_ot=use_ot, dtype=dtype)
+  samples = {variant: [] for variant in pair.steps}
+  for timed in pair.steps.values():
+    timed.warm_up()
+  for _ in range(rounds):
+    for variant, timed in pair.steps.items():
+      samples[variant].append(batch / timed.seconds_per_step(steps))
+  result = {variant: statistics.median(values) for variant, values in samples.items()}
+  if programs:
+    result.update({f"{variant}_program": program_summary(timed)
+                   for variant, timed in pair.steps.items()})
+  return result
 
 
 def main() -> None:
@@ -150,17 +174,31 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--pairs", default="all", help="all, or e.g. 0,3 (indices into the six)")
   parser.add_argument("--no-ot", action="store_true", help="without the OT term")
+  parser.add_argument("--dtype", default="float32", choices=classifier.DTYPES,
+                      help="the networks' compute dtype (config.model.dtype)")
+  parser.add_argument("--rounds", type=int, default=1,
+                      help="rounds of both variants, alternating; the median is reported")
+  parser.add_argument("--programs", action="store_true",
+                      help="also each step's program: StableHLO hash / compiled kernels")
   args = parser.parse_args()
   pairs = ALL_PAIRS if args.pairs == "all" else [ALL_PAIRS[int(i)] for i in args.pairs.split(",")]
   devices = jax.devices()
   print(f"devices: {len(devices)} x {devices[0].device_kind} ({jax.default_backend()}); "
-        f"batch {args.batch}, {args.size}x{args.size}, {NUM_CLASSES} classes")
-  print("\n| pair | gallery step (img/s) | teacher inside (img/s) | speed-up |\n|---|---|---|---|")
+        f"batch {args.batch}, {args.size}x{args.size}, {NUM_CLASSES} classes, {args.dtype}; "
+        f"median of {args.rounds} round(s) x {args.steps} steps")
+  columns = ["pair", "gallery step (img/s)", "teacher inside (img/s)", "speed-up"]
+  if args.programs:
+    columns += ["gallery program (hash/kernels)", "teacher-inside program"]
+  print("\n| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
   for teacher, student in pairs:
-    gallery_ips, teacher_ips = bench_pair(teacher, student, args.batch, args.size, args.steps,
-                                          use_ot=not args.no_ot)
-    print(f"| {pair_name((teacher, student))} | {gallery_ips:.0f} | {teacher_ips:.0f} | "
-          f"{gallery_ips / teacher_ips:.2f}x |", flush=True)
+    result = bench_pair(teacher, student, args.batch, args.size, args.steps, rounds=args.rounds,
+                        use_ot=not args.no_ot, dtype=args.dtype, programs=args.programs)
+    cells = [pair_name((teacher, student)), f"{result['gallery']:.0f}",
+             f"{result['teacher_inside']:.0f}",
+             f"{result['gallery'] / result['teacher_inside']:.2f}x"]
+    if args.programs:
+      cells += [result["gallery_program"], result["teacher_inside_program"]]
+    print("| " + " | ".join(cells) + " |", flush=True)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ Step variants (:func:`make_train_step`): ``teacher_grad`` runs the teacher insid
 step with gradients flowing back into it (the authors' code), ``no_grad`` runs it
 under ``torch.no_grad``, ``precomputed`` reads the matched teachers' logits, pooled
 features and tokens from a gallery tensor (the project's way), and ``compiled`` is
-``torch.compile`` of ``precomputed``.
+``torch.compile`` of ``precomputed``. ``compute_dtype=torch.bfloat16`` runs the
+networks' forward passes under ``torch.autocast`` (parameters, Adam and the loss stay
+float32), the counterpart of the JAX models' ``dtype=bfloat16``.
 """
 
 from __future__ import annotations
@@ -670,20 +672,34 @@ def gallery_tensors(gallery, device: torch.device) -> TeacherOutputs:
                         torch.from_numpy(np.asarray(gallery.labels)).long().to(device))
 
 
-def teacher_outputs(teacher: nn.Module, inputs: StepInputs) -> TeacherOutputs:
+def run_network(network: nn.Module, images: torch.Tensor,
+                compute_dtype: torch.dtype = torch.float32) -> ModelOutput:
+  """``network(images)``, its convolutions and matmuls in ``compute_dtype`` (autocast)
+  and its outputs float32, as the JAX models with ``dtype=compute_dtype``."""
+  if compute_dtype == torch.float32:
+    return network(images)
+  with torch.autocast(images.device.type, dtype=compute_dtype):
+    logits, features = network(images)
+  return logits.float(), {name: value.float() for name, value in features.items()}
+
+
+def teacher_outputs(teacher: nn.Module, inputs: StepInputs,
+                    compute_dtype: torch.dtype = torch.float32) -> TeacherOutputs:
   """The teacher network run on the matched MS images (the teachers share the students' labels)."""
-  logits, features = teacher(inputs.teacher_image)
+  logits, features = run_network(teacher, inputs.teacher_image, compute_dtype)
   return TeacherOutputs(logits, features["pooled"], features["tokens"], inputs.label)
 
 
 def make_train_step(variant: str, student: nn.Module, head: AlignmentHead, teacher: nn.Module,
                     gallery: TeacherOutputs, settings: LossSettings,
-                    learning_rate: float = 1e-3) -> Callable[[StepInputs], torch.Tensor]:
+                    learning_rate: float = 1e-3, compute_dtype: torch.dtype = torch.float32
+                    ) -> Callable[[StepInputs], torch.Tensor]:
   """``step(inputs) -> loss``: one Adam update of ``student`` and ``head`` (in place).
 
   ``teacher`` runs in eval mode (running BatchNorm statistics) and is never updated.
   Variants (see the module docstring): ``teacher_grad``, ``no_grad``, ``precomputed``,
   ``compiled`` (``torch.compile`` of the precomputed loss; compiles on its first call).
+  ``compute_dtype``: the networks' forward passes (see :func:`run_network`).
   """
   if variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
@@ -693,13 +709,13 @@ def make_train_step(variant: str, student: nn.Module, head: AlignmentHead, teach
 
   def loss_of(inputs: StepInputs) -> torch.Tensor:
     if variant == "teacher_grad":
-      matched = teacher_outputs(teacher, inputs)
+      matched = teacher_outputs(teacher, inputs, compute_dtype)
     elif variant == "no_grad":
       with torch.no_grad():
-        matched = teacher_outputs(teacher, inputs)
+        matched = teacher_outputs(teacher, inputs, compute_dtype)
     else:
       matched = TeacherOutputs(*(x.index_select(0, inputs.teacher_row) for x in gallery))
-    logits, features = student(inputs.image)
+    logits, features = run_network(student, inputs.image, compute_dtype)
     return sembridge_loss(logits, features, matched, inputs.label, head, settings,
                           detach_teacher=variant != "teacher_grad")[0]
 

@@ -9,7 +9,11 @@
 #   compare_resnet      bench/compare_pytorch.py, ResNet-34 pair, batch 256, 64 px: JAX
 #                       gallery / teacher inside against PyTorch eager, no_grad, precomputed
 #                       and torch.compile, interleaved (~2-3 min with torch.compile)
-#   compare_mobilenet   the same for the MobileNetV2 pair (its gallery slowdown)
+#   compare_mobilenet   the same for the MobileNetV2 pair; then its gallery slowdown:
+#                       bench/distill_step.py --programs, MobileNet->MobileNet beside
+#                       ResNet->MobileNet at batch 64, 5 alternating rounds
+#   compare_bf16        both pairs with the networks in bfloat16 (JAX model.dtype, PyTorch
+#                       torch.autocast), torch.compile left out (~2 min)
 #   timing              configs/synthetic_s2s_size.py: the S2S_EU-sized dataset build
 #                       (about 5 min of one CPU core), the student alone, the teacher and
 #                       the matcher (1 epoch each), matching, SemBridge; $OUT/phases.md:
@@ -30,7 +34,7 @@ OUT=${OUT:-workdirs/gpu_check}
 BUDGET_S=${BUDGET_S:-540}
 PYTHON=${PYTHON:-python3}
 SMALL=${SMALL:-0}
-STAGES=(env compare_resnet compare_mobilenet timing bf16)
+STAGES=(env compare_resnet compare_mobilenet compare_bf16 timing bf16)
 for name in ${*:-env compare_resnet compare_mobilenet}; do   # A typo costs no device time.
   [[ " ${STAGES[*]} " == *" $name "* ]] || { echo "[check] no stage '$name' (${STAGES[*]})"; exit 2; }
 done
@@ -52,6 +56,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 # Word lists (no value holds a space), exported to the stages' shells.
 if [[ $SMALL == 1 ]]; then
   COMPARE="--batch 8 --size 32 --steps 1 --rounds 1"
+  GALLERY_CHECK=$COMPARE
   TIMING="--config.data.synthetic.ms_per_class=12 --config.data.synthetic.rgb_per_class=12
           --config.data.synthetic.image_size=32 --config.teacher.batch_size=16
           --config.matcher.batch_size=16 --config.student.batch_size=16
@@ -66,6 +71,7 @@ if [[ $SMALL == 1 ]]; then
                --config.model.teacher=shufflenet_v2_x0_5"
 else
   COMPARE="--batch 256 --size 64 --steps 20 --rounds 3"
+  GALLERY_CHECK="--batch 64 --size 64 --steps 30 --rounds 5"
   TIMING=""
   DEFAULT_RUN=""
 fi
@@ -86,7 +92,16 @@ except ImportError:
 PY
 }
 stage_compare_resnet() { "$PYTHON" bench/compare_pytorch.py --pairs resnet34 $COMPARE; }
-stage_compare_mobilenet() { "$PYTHON" bench/compare_pytorch.py --pairs mobilenet_v2 $COMPARE; }
+stage_compare_mobilenet() {
+  "$PYTHON" bench/compare_pytorch.py --pairs mobilenet_v2 $COMPARE || return
+  # The 0.64x of 2026-12-04 (batch 64, 30 steps, one sequential round): MobileNet->MobileNet
+  # and ResNet->MobileNet, whose gallery steps are the same program (equal hashes).
+  "$PYTHON" bench/distill_step.py --pairs 1,3 --programs $GALLERY_CHECK
+}
+stage_compare_bf16() {
+  "$PYTHON" bench/compare_pytorch.py --pairs resnet34,mobilenet_v2 --dtype bfloat16 \
+    --skip-compile $COMPARE
+}
 TIMING_WORKDIR=/tmp/sembridge_s2s_size
 DTYPE_WORKDIR=/tmp/sembridge_default
 stage_bf16() {
@@ -110,8 +125,9 @@ stage_timing() {
   done
 }
 
-export PYTHON OUT COMPARE TIMING TIMING_WORKDIR DEFAULT_RUN DTYPE_WORKDIR
-export -f stage_env stage_compare_resnet stage_compare_mobilenet stage_timing stage_bf16
+export PYTHON OUT COMPARE GALLERY_CHECK TIMING TIMING_WORKDIR DEFAULT_RUN DTYPE_WORKDIR
+export -f stage_env stage_compare_resnet stage_compare_mobilenet stage_compare_bf16 stage_timing \
+  stage_bf16
 REPORT_S=20   # kept back for phases.md after the timing stage
 for stage in "${@:-env compare_resnet compare_mobilenet}"; do
   for name in $stage; do
