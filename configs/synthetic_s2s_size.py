@@ -12,7 +12,9 @@ bench/gpu/check.sh (stage `timing`) runs its student alone and its SemBridge run
 GPU, stage by stage. Building the dataset takes about 9 ms per MS and 4 ms per RGB image
 on this repository's 2-core CPU, about 6 minutes for the 54,000: the classes render in
 parallel processes (about a third of that time, so it shrinks with the cores; a worker's
-start costs 2-3 s), then one process reads every file back and compresses it.
+start costs 2-3 s), then worker processes read every file back while the main process
+compresses and writes the records (serial: about half of what remains; the build prints
+its time).
 
 Expected: not measured on an accelerator yet (no GPU was lent). The target of issue #18:
 the training steps take at least 80% of each run's wall time after its first epoch

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from sembridge_jax import data
-from sembridge_jax.data import fixtures, specs
+from sembridge_jax.data import fixtures, parallel, specs
 from tfds_builders.ackd_benchmark import ackd_benchmark_dataset_builder as builder_lib
 
 FILES_PER_CLASS = 3
@@ -273,7 +273,33 @@ def test_bad_s2s_eu_input_fails_cleanly(case, manual_dir, tmp_path):
   assert_nothing_loadable(tmp_path / "tfds", "s2s_eu")
 
 
-def test_all_problems_are_listed_at_once(manual_dir, tmp_path):
+@pytest.fixture
+def parallel_reads(monkeypatch):
+  """Builds read every file in two worker processes, however small the dataset."""
+  monkeypatch.setattr(parallel, "PARALLEL_MIN_FILES", 0)
+  monkeypatch.setattr(parallel, "available_cpus", lambda: 2)
+  monkeypatch.delenv(parallel.WORKERS_ENV, raising=False)
+
+
+def record_files(benchmark: data.Benchmark) -> dict[str, bytes]:
+  version_dir = pathlib.Path(benchmark.builder.data_dir)
+  return {path.name: path.read_bytes() for path in sorted(version_dir.glob("*.array_record*"))}
+
+
+def test_parallel_reads_build_the_same_records_and_statistics(built, manual_dir, tmp_path,
+                                                              parallel_reads):
+  assert parallel.workers_for(1) == 2
+  parallel_build = data.load_benchmark(data_config("s2s_eu", manual_dir), data_dir=tmp_path)
+  serial_build = built["s2s_eu"]   # the module's build, one process
+  assert record_files(parallel_build) == record_files(serial_build)
+  assert parallel_build.metadata == serial_build.metadata   # band statistics to the last bit
+  assert len(record_files(serial_build)) == 4
+
+
+@pytest.mark.parametrize("reads", ["serial", "parallel"])
+def test_all_problems_are_listed_at_once(manual_dir, tmp_path, reads, request):
+  if reads == "parallel":
+    request.getfixturevalue("parallel_reads")
   broken = tmp_path / "manual"
   shutil.copytree(manual_dir / "S2S_EU", broken / "S2S_EU")
   for case in ("corrupt_tiff", "grey_jpeg"):

@@ -20,6 +20,7 @@ import dataclasses
 import os
 import pathlib
 import shutil
+import time
 from typing import Any, Mapping
 
 import ml_collections
@@ -170,8 +171,13 @@ def _build(builder: tfds.core.DatasetBuilder, data_config) -> None:
       raise ValueError(mismatch)
     if mismatch:
       shutil.rmtree(builder.data_dir)
+  was_prepared = builder.is_prepared()
+  start = time.perf_counter()
   builder.download_and_prepare(
       download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  if not was_prepared:  # Minutes for a large dataset: say where they went.
+    print(f"[data] built {builder.info.full_name} in {time.perf_counter() - start:.0f} s",
+          flush=True)
 
 
 def _resolved(path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 MAX_LISTED_PROBLEMS = 20
@@ -26,11 +27,16 @@ class InvalidBenchmarkError(ValueError):
 
   def __init__(self, problems: Sequence[Problem], *, context: str = ""):
     self.problems = tuple(problems)
+    self.context = context
     listed = "\n".join(f"  - {p}" for p in self.problems[:MAX_LISTED_PROBLEMS])
     more = len(self.problems) - MAX_LISTED_PROBLEMS
     header = f"{context}: " if context else ""
     super().__init__(f"{header}{len(self.problems)} problem(s) with the benchmark files:\n"
                      f"{listed}" + (f"\n  ... and {more} more" if more > 0 else ""))
+
+  def __reduce__(self):
+    # Raised in worker processes too (`parallel`): pickle the problems, not the message.
+    return functools.partial(InvalidBenchmarkError, context=self.context), (self.problems,)
 
 
 def single(path: object, expected: str, found: str) -> InvalidBenchmarkError:

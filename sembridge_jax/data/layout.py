@@ -12,13 +12,14 @@ numbered from 0, so the same files always get the same ids, whatever the split s
 from __future__ import annotations
 
 import collections
+import functools
 import os
 import pathlib
 from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from sembridge_jax.data import errors, readers
+from sembridge_jax.data import errors, parallel, readers
 from sembridge_jax.data.errors import Problem
 from sembridge_jax.data.specs import RGB_EXTENSIONS, DatasetSpec
 
@@ -204,35 +205,84 @@ def _size_problems(sizes: dict[str, tuple[int, int]], expected: int | None, what
   return target, problems
 
 
+class _MsFileSummary(NamedTuple):
+  """What `inspect` needs of one MS file: its size and, for a training file, its
+  per-band sums of ``pixel - shift`` and their squares, its per-band maximum and its
+  pixel count (``None`` / 0 for a test file)."""
+  size: tuple[int, int]
+  centred_sum: np.ndarray | None
+  centred_sq_sum: np.ndarray | None
+  band_max: np.ndarray | None
+  pixels: int
+
+
+def _ms_file_summary(file: tuple[pathlib.Path, bool], spec: DatasetSpec,
+                     shift: np.ndarray | None) -> _MsFileSummary | list[Problem]:
+  """One MS file's `_MsFileSummary`, or its problems (runs in `parallel` workers)."""
+  path, is_train = file
+  try:
+    pixels = readers.read_ms(path, spec)
+  except errors.InvalidBenchmarkError as e:
+    return list(e.problems)
+  if not is_train or shift is None:
+    return _MsFileSummary(pixels.shape[:2], None, None, None, 0)
+  values = pixels.reshape(-1, spec.ms_channels).astype(np.float64)
+  centred = values - shift
+  return _MsFileSummary(pixels.shape[:2], centred.sum(0), (centred ** 2).sum(0),
+                        values.max(0), len(values))
+
+
+def _rgb_file_size(path: pathlib.Path) -> tuple[int, int] | list[Problem]:
+  try:
+    return readers.read_rgb(path).size
+  except errors.InvalidBenchmarkError as e:
+    return list(e.problems)
+
+
+def _first_mean(path: pathlib.Path, spec: DatasetSpec) -> np.ndarray | None:
+  """Per-band mean of one MS file (float64), ``None`` if it cannot be read."""
+  try:
+    return readers.read_ms(path, spec).reshape(-1, spec.ms_channels).astype(np.float64).mean(0)
+  except errors.InvalidBenchmarkError:
+    return None  # inspect reports it with the others
+
+
 def inspect(files: DatasetFiles, spec: DatasetSpec, ms_train_mask: np.ndarray) -> Inspection:
-  """Reads every file; checks contents and sizes; MS train per-band mean / std / max."""
+  """Reads every file; checks contents and sizes; MS train per-band mean / std / max.
+
+  Large datasets are read by `parallel` worker processes; the statistics are summed in
+  file order, so they are the same bits whatever the number of workers.
+  """
   problems: list[Problem] = []
   ms_sizes, rgb_sizes = {}, {}
   channels = spec.ms_channels
-  # float64 sums around a per-band shift (the first image's mean) keep the variance exact.
-  shift = None
+  workers = parallel.workers_for(len(files.ms) + len(files.rgb))
+  # float64 sums around a per-band shift (the first training image's mean) keep the
+  # variance exact.
+  first_train = next((f for f, is_train in zip(files.ms, ms_train_mask) if is_train), None)
+  shift = None if first_train is None else _first_mean(first_train.path, spec)
   total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
   band_max = np.zeros(channels)
-  for record, is_train in zip(files.ms, ms_train_mask):
-    try:
-      pixels = readers.read_ms(record.path, spec)
-    except errors.InvalidBenchmarkError as e:
-      problems += e.problems
+  summaries = parallel.ordered_map(
+      functools.partial(_ms_file_summary, spec=spec, shift=shift),
+      [(f.path, bool(is_train)) for f, is_train in zip(files.ms, ms_train_mask)],
+      workers=workers)
+  for record, is_train, summary in zip(files.ms, ms_train_mask, summaries):
+    if isinstance(summary, list):
+      problems += summary
       continue
-    ms_sizes[str(record.path)] = pixels.shape[:2]
-    if is_train and not problems:
-      values = pixels.reshape(-1, channels).astype(np.float64)
-      shift = values.mean(0) if shift is None else shift
-      centred = values - shift
-      total += centred.sum(0)
-      total_sq += (centred ** 2).sum(0)
-      count += len(values)
-      band_max = np.maximum(band_max, values.max(0))
-  for record in files.rgb:
-    try:
-      rgb_sizes[str(record.path)] = readers.read_rgb(record.path).size
-    except errors.InvalidBenchmarkError as e:
-      problems += e.problems
+    ms_sizes[str(record.path)] = summary.size
+    if is_train and not problems and summary.pixels:
+      total += summary.centred_sum
+      total_sq += summary.centred_sq_sum
+      count += summary.pixels
+      band_max = np.maximum(band_max, summary.band_max)
+  sizes = parallel.ordered_map(_rgb_file_size, [f.path for f in files.rgb], workers=workers)
+  for record, size in zip(files.rgb, sizes):
+    if isinstance(size, list):
+      problems += size
+    else:
+      rgb_sizes[str(record.path)] = size
   ms_size, ms_problems = _size_problems(ms_sizes, spec.ms_size, "MS")
   rgb_size, rgb_problems = _size_problems(rgb_sizes, spec.rgb_size, "RGB")
   problems += ms_problems + rgb_problems

@@ -111,3 +111,8 @@ def read_rgb(path: pathlib.Path) -> RgbFile:
   if mode != "RGB":
     raise errors.single(path, "a 3-channel RGB JPEG", f"mode {mode!r}")
   return RgbFile(jpeg, (height, width))
+
+
+def read_stored(path: pathlib.Path, spec: DatasetSpec, is_ms: bool) -> np.ndarray | bytes:
+  """What a record stores of ``path``: the MS pixels (`read_ms`) or the JPEG's bytes."""
+  return read_ms(path, spec) if is_ms else read_rgb(path).jpeg

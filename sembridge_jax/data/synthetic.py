@@ -51,19 +51,18 @@ same class taken by a different sensor, which is what the SFM matcher trains on.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import io
 import json
-import multiprocessing
-import os
 import pathlib
 import shutil
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from sembridge_jax.data import parallel
 
 # The scene model lives in its own module; its names are part of this one's API.
 from sembridge_jax.data.synthetic_scenes import (  # noqa: F401
@@ -266,17 +265,11 @@ def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int =
     for folder in folders[:2] + (folders[2:] if params.extra_rgb_test_per_class else ()):
       (root / folder / name).mkdir(parents=True)
   write = functools.partial(_write_class, root, params)
-  workers = min(params.num_classes, os.cpu_count() or 1) if workers is None else workers
   images = params.num_classes * (params.ms_per_class + params.rgb_per_class
                                  + params.extra_rgb_test_per_class)
-  if workers > 1 and images >= PARALLEL_MIN_IMAGES:
-    # Fresh interpreters ("spawn"): forking a process that runs JAX's threads can deadlock.
-    context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-      list(pool.map(write, range(params.num_classes)))
-  else:
-    for label in range(params.num_classes):
-      write(label)
+  workers = (min(params.num_classes, parallel.available_cpus()) if workers is None
+             else workers) if images >= PARALLEL_MIN_IMAGES else 1
+  list(parallel.ordered_map(write, range(params.num_classes), workers=workers, chunk_size=1))
   manifest = {
       "generator_version": GENERATOR_VERSION,
       "parameters": dataclasses.asdict(params),

@@ -18,6 +18,7 @@ read and checked (and the MS train statistics computed) before anything is writt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import pathlib
@@ -26,7 +27,8 @@ from typing import Any, Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from sembridge_jax.data import archives, errors, eurosat, layout, readers, specs, synthetic
+from sembridge_jax.data import (archives, errors, eurosat, layout, parallel, readers, specs,
+                                synthetic)
 
 SPLITS = ("ms_train", "ms_test", "rgb_train", "rgb_test")
 METADATA_FORMAT = 1
@@ -278,10 +280,15 @@ The 'synthetic' config needs no files.
                          ) -> Iterator[tuple[int, dict[str, Any]]]:
     spec = self.builder_config.spec
     no_ms = np.zeros((0, 0, spec.ms_channels), np.uint16)
-    for record in records:
+    # Large splits are read by worker processes, in order, while TFDS compresses and
+    # writes here.
+    stored = parallel.ordered_map(functools.partial(readers.read_stored, spec=spec, is_ms=is_ms),
+                                  [record.path for record in records],
+                                  workers=parallel.workers_for(len(records)))
+    for record, payload in zip(records, stored):
       yield record.id, {
-          "ms_image": readers.read_ms(record.path, spec) if is_ms else no_ms,
-          "rgb_jpeg": b"" if is_ms else readers.read_rgb(record.path).jpeg,
+          "ms_image": payload if is_ms else no_ms,
+          "rgb_jpeg": b"" if is_ms else payload,
           "label": record.label,
           "filename": record.relpath,
           "id": record.id,

@@ -1,0 +1,63 @@
+"""`sembridge_jax.data.parallel.ordered_map`: the per-file work of a build in worker processes."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+
+from sembridge_jax.data import errors, parallel
+
+
+def test_results_come_in_the_items_order_across_chunks_and_workers():
+  items = list(range(-500, 0))
+  assert list(parallel.ordered_map(abs, items, workers=2, chunk_size=7)) == [-i for i in items]
+  assert list(parallel.ordered_map(abs, iter(items), workers=1)) == [-i for i in items]
+  assert list(parallel.ordered_map(abs, [], workers=2)) == []
+
+
+def test_a_workers_exception_is_raised_at_its_item():
+  results = parallel.ordered_map(int, ["1", "2", "three", "4"], workers=2, chunk_size=1)
+  assert next(results) == 1 and next(results) == 2
+  with pytest.raises(ValueError, match="three"):
+    next(results)
+
+
+def test_a_consumer_that_stops_early_ends_the_workers():
+  results = parallel.ordered_map(abs, range(-10_000, 0), workers=2, chunk_size=10)
+  assert next(results) == 10_000
+  results.close()   # Cancels the queued chunks and joins the workers; must not hang.
+
+
+def test_workers_only_for_large_inputs_and_at_most_the_cap(monkeypatch):
+  monkeypatch.delenv(parallel.WORKERS_ENV, raising=False)
+  monkeypatch.setattr(parallel, "available_cpus", lambda: 64)
+  assert parallel.workers_for(parallel.PARALLEL_MIN_FILES - 1) == 1
+  assert parallel.workers_for(parallel.PARALLEL_MIN_FILES) == parallel.MAX_WORKERS
+  monkeypatch.setattr(parallel, "available_cpus", lambda: 3)
+  assert parallel.workers_for(parallel.PARALLEL_MIN_FILES) == 3
+  monkeypatch.setattr(parallel, "PARALLEL_MIN_FILES", 0)
+  assert parallel.workers_for(1) == 3
+
+
+def test_the_environment_sets_the_worker_count(monkeypatch):
+  monkeypatch.setenv(parallel.WORKERS_ENV, "1")
+  assert parallel.workers_for(10**6) == 1
+  monkeypatch.setenv(parallel.WORKERS_ENV, "40")
+  assert parallel.workers_for(10**6) == 40
+  assert parallel.workers_for(1) == 1           # small inputs stay in this process
+  monkeypatch.setenv(parallel.WORKERS_ENV, "many")
+  with pytest.raises(ValueError, match="SEMBRIDGE_JAX_BUILD_WORKERS must be a positive integer"):
+    parallel.workers_for(10**6)
+
+
+def test_a_benchmark_error_raised_in_a_worker_keeps_its_problems(tmp_path):
+  from sembridge_jax.data import readers, specs
+  bad = tmp_path / "bad.tif"
+  bad.write_bytes(b"not a tiff")
+  read = functools.partial(readers.read_stored, spec=specs.get_spec("s2s_eu"), is_ms=True)
+  with pytest.raises(errors.InvalidBenchmarkError) as raised:
+    list(parallel.ordered_map(read, [bad], workers=2))
+  (problem,) = raised.value.problems
+  assert problem.path == str(bad) and "13-band GeoTIFF" in problem.expected
+  assert str(raised.value) == str(errors.single(bad, problem.expected, problem.found))
