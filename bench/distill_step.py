@@ -144,7 +144,10 @@ def program_summary(timed: TimedStep) -> str:
   compiled it into, about the kernel launches of one step."""
   lowered = timed.step.lower(timed.state, *timed.args)
   fingerprint = hashlib.sha1(lowered.as_text().encode()).hexdigest()[:10]
-  kernels = len(re.findall(r"= \S+ (?:fusion|custom-call)\(", lowered.compile().as_text()))
+  # One instruction per line; a multi-output fusion or a cuDNN / cuBLAS call returns a
+  # tuple, whose type holds spaces.
+  kernels = len(re.findall(r"^\s*(?:ROOT )?\S+ = .*? (?:fusion|custom-call)\(",
+                           lowered.compile().as_text(), flags=re.M))
   return f"{fingerprint}/{kernels}"
 
 

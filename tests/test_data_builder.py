@@ -447,3 +447,17 @@ def test_tfds_build_cli(manual_dir, tmp_path):
   assert info["fileFormat"] == "array_record"
   source = tfds.data_source("ackd_benchmark/s2s_eu", data_dir=tmp_path / "tfds")
   assert len(source["ms_train"]) == 20
+
+
+def test_empty_ms_images_are_size_problems_not_a_crash(manual_dir, tmp_path):
+  """Zero-pixel MS images (here a whole class, so some are training images) are listed
+  with the other problems; no statistics are taken of them."""
+  broken = tmp_path / "manual"
+  shutil.copytree(manual_dir / "M2S_GL", broken / "M2S_GL")
+  spec = specs.get_spec("m2s_gl")
+  empty = sorted(next(iter(sorted((broken / "M2S_GL" / "MS").iterdir()))).iterdir())
+  for path in empty:
+    scipy.io.savemat(path, {"msi": np.zeros((0, 0, spec.ms_source_bands), np.uint16)})
+  with pytest.raises(data.InvalidBenchmarkError) as error:
+    data.load_benchmark(data_config("m2s_gl", broken), data_dir=tmp_path / "tfds")
+  assert {pathlib.Path(p.path).name for p in error.value.problems} == {p.name for p in empty}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import multiprocessing
+import os
 
 import pytest
 
@@ -16,17 +18,48 @@ def test_results_come_in_the_items_order_across_chunks_and_workers():
   assert list(parallel.ordered_map(abs, [], workers=2)) == []
 
 
-def test_a_workers_exception_is_raised_at_its_item():
-  results = parallel.ordered_map(int, ["1", "2", "three", "4"], workers=2, chunk_size=1)
+@pytest.fixture
+def no_new_children():
+  """Fails a test that leaves worker processes of its own alive."""
+  before = set(multiprocessing.active_children())
+  yield lambda: not set(multiprocessing.active_children()) - before
+
+
+@pytest.mark.parametrize("chunk_size", [1, 4])
+def test_a_workers_exception_comes_after_the_items_before_it_as_with_map(chunk_size,
+                                                                       no_new_children):
+  items = ["1", "2", "three", "4"]
+  results = parallel.ordered_map(int, items, workers=2, chunk_size=chunk_size)
   assert next(results) == 1 and next(results) == 2
   with pytest.raises(ValueError, match="three"):
     next(results)
+  assert no_new_children()
 
 
-def test_a_consumer_that_stops_early_ends_the_workers():
+def test_the_workers_end_when_the_map_is_read_to_its_end_or_closed(no_new_children):
   results = parallel.ordered_map(abs, range(-10_000, 0), workers=2, chunk_size=10)
   assert next(results) == 10_000
-  results.close()   # Cancels the queued chunks and joins the workers; must not hang.
+  assert not no_new_children()
+  results.close()   # Cancels the queued chunks and joins the workers.
+  assert no_new_children()
+  for _ in zip(range(3), parallel.ordered_map(abs, range(3), workers=2), strict=True):
+    pass
+  assert no_new_children()
+
+
+def exits_in_a_worker(item: int) -> int:
+  """Kills the worker process running it (as a script without a main guard would)."""
+  if multiprocessing.parent_process() is not None:
+    os._exit(1)
+  return item
+
+
+def test_workers_that_cannot_run_fall_back_to_this_process_with_a_warning(no_new_children):
+  with pytest.warns(RuntimeWarning, match="worker processes could not start.*"
+                                          "SEMBRIDGE_JAX_BUILD_WORKERS=1"):
+    assert list(parallel.ordered_map(exits_in_a_worker, range(50), workers=2,
+                                     chunk_size=4)) == list(range(50))
+  assert no_new_children()
 
 
 def test_workers_only_for_large_inputs_and_at_most_the_cap(monkeypatch):

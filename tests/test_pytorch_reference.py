@@ -261,7 +261,7 @@ def in_bfloat16(pair_setup: "PairSetup") -> tuple:
 
 
 def test_bfloat16_networks_agree(pair_setup):
-  """``--dtype bfloat16`` races equal computations: the JAX models with ``dtype=bfloat16``
+  """``--dtype bfloat16`` times equal computations: the JAX models with ``dtype=bfloat16``
   and the PyTorch ones under ``torch.autocast(bfloat16)`` give the same teacher outputs and
   loss to bfloat16's precision, and both moved away from float32 (the dtype took effect)."""
   options = {True: step_options(True)}

@@ -15,8 +15,9 @@
 #   compare_bf16        both pairs with the networks in bfloat16 (JAX model.dtype, PyTorch
 #                       torch.autocast), torch.compile left out (~2 min)
 #   timing              configs/synthetic_s2s_size.py: the S2S_EU-sized dataset build
-#                       (about 5 min of one CPU core), the student alone, the teacher and
-#                       the matcher (1 epoch each), matching, SemBridge; $OUT/phases.md:
+#                       (~6 min on a 2-core CPU, less with more cores), the student
+#                       alone, the teacher and the matcher (1 epoch each), matching,
+#                       SemBridge; $OUT/phases.md:
 #                       each finished run's time per phase (bench/phase_report.py)
 #   bf16                the default pipeline (configs/synthetic.py, seeds 0-2) in float32
 #                       and with model.dtype=bfloat16; $OUT/bf16.md: each run's OA

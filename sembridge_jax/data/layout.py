@@ -224,7 +224,7 @@ def _ms_file_summary(file: tuple[pathlib.Path, bool], spec: DatasetSpec,
     pixels = readers.read_ms(path, spec)
   except errors.InvalidBenchmarkError as e:
     return list(e.problems)
-  if not is_train or shift is None:
+  if not is_train or shift is None or not pixels.size:  # (an empty image: a size problem)
     return _MsFileSummary(pixels.shape[:2], None, None, None, 0)
   values = pixels.reshape(-1, spec.ms_channels).astype(np.float64)
   centred = values - shift
@@ -247,16 +247,16 @@ def _first_mean(path: pathlib.Path, spec: DatasetSpec) -> np.ndarray | None:
     return None  # inspect reports it with the others
 
 
-def inspect(files: DatasetFiles, spec: DatasetSpec, ms_train_mask: np.ndarray) -> Inspection:
+def inspect(files: DatasetFiles, spec: DatasetSpec, ms_train_mask: np.ndarray, *,
+            workers: int = 1) -> Inspection:
   """Reads every file; checks contents and sizes; MS train per-band mean / std / max.
 
-  Large datasets are read by `parallel` worker processes; the statistics are summed in
-  file order, so they are the same bits whatever the number of workers.
+  ``workers`` > 1: the files are read by that many `parallel` worker processes; the
+  statistics are summed in file order, so they are the same bits whatever the number.
   """
   problems: list[Problem] = []
   ms_sizes, rgb_sizes = {}, {}
   channels = spec.ms_channels
-  workers = parallel.workers_for(len(files.ms) + len(files.rgb))
   # float64 sums around a per-band shift (the first training image's mean) keep the
   # variance exact.
   first_train = next((f for f, is_train in zip(files.ms, ms_train_mask) if is_train), None)
@@ -267,7 +267,8 @@ def inspect(files: DatasetFiles, spec: DatasetSpec, ms_train_mask: np.ndarray) -
       functools.partial(_ms_file_summary, spec=spec, shift=shift),
       [(f.path, bool(is_train)) for f, is_train in zip(files.ms, ms_train_mask)],
       workers=workers)
-  for record, is_train, summary in zip(files.ms, ms_train_mask, summaries):
+  # strict: the map is read to its end, which ends its worker processes.
+  for record, is_train, summary in zip(files.ms, ms_train_mask, summaries, strict=True):
     if isinstance(summary, list):
       problems += summary
       continue
@@ -278,7 +279,7 @@ def inspect(files: DatasetFiles, spec: DatasetSpec, ms_train_mask: np.ndarray) -
       count += summary.pixels
       band_max = np.maximum(band_max, summary.band_max)
   sizes = parallel.ordered_map(_rgb_file_size, [f.path for f in files.rgb], workers=workers)
-  for record, size in zip(files.rgb, sizes):
+  for record, size in zip(files.rgb, sizes, strict=True):
     if isinstance(size, list):
       problems += size
     else:

@@ -245,8 +245,8 @@ def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int =
   An existing ``root/MS`` or ``root/RGB`` is replaced. Returns ``root``.
 
   ``workers`` processes render the classes in parallel (default: one per class, at most
-  one per CPU) once the benchmark has ``PARALLEL_MIN_IMAGES`` images or more; 1 renders
-  in this process. Every class draws from random streams of its own, so the files are
+  `parallel.workers_for`'s count) once the benchmark has ``PARALLEL_MIN_IMAGES`` images
+  or more; 1 renders in this process. Every class draws from random streams of its own, so the files are
   the same whatever the number of workers.
   """
   params = SyntheticParameters(
@@ -267,8 +267,10 @@ def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int =
   write = functools.partial(_write_class, root, params)
   images = params.num_classes * (params.ms_per_class + params.rgb_per_class
                                  + params.extra_rgb_test_per_class)
-  workers = (min(params.num_classes, parallel.available_cpus()) if workers is None
-             else workers) if images >= PARALLEL_MIN_IMAGES else 1
+  if images < PARALLEL_MIN_IMAGES:
+    workers = 1
+  elif workers is None:  # $SEMBRIDGE_JAX_BUILD_WORKERS and the cap apply here too
+    workers = min(params.num_classes, parallel.workers_for(images, minimum=0))
   list(parallel.ordered_map(write, range(params.num_classes), workers=workers, chunk_size=1))
   manifest = {
       "generator_version": GENERATOR_VERSION,

@@ -256,7 +256,9 @@ The 'synthetic' config needs no files.
     rgb_test = layout.stratified_test_mask([f.label for f in files.rgb],
                                            test_fraction=config.test_fraction,
                                            seed=config.split_seed, stream=1)
-    inspection = layout.inspect(files, spec, ~ms_test)
+    # Large datasets are read by worker processes, in both passes over the files.
+    workers = parallel.workers_for(len(files.ms) + len(files.rgb))
+    inspection = layout.inspect(files, spec, ~ms_test, workers=workers)
     split_files = {
         "ms_train": [f for f, t in zip(files.ms, ms_test) if not t],
         "ms_test": [f for f, t in zip(files.ms, ms_test) if t],
@@ -273,19 +275,18 @@ The 'synthetic' config needs no files.
     if empty:
       raise errors.InvalidBenchmarkError(empty, context=f"dataset root {root}")
     self.info.metadata.update(_metadata(config, spec, provenance, inspection, split_files))
-    return {name: self._generate_examples(records, name.startswith("ms"))
+    return {name: self._generate_examples(records, name.startswith("ms"), workers)
             for name, records in split_files.items()}
 
-  def _generate_examples(self, records: list[layout.SourceFile], is_ms: bool
+  def _generate_examples(self, records: list[layout.SourceFile], is_ms: bool, workers: int
                          ) -> Iterator[tuple[int, dict[str, Any]]]:
     spec = self.builder_config.spec
     no_ms = np.zeros((0, 0, spec.ms_channels), np.uint16)
-    # Large splits are read by worker processes, in order, while TFDS compresses and
-    # writes here.
+    # The workers read ahead, in order, while TFDS compresses and writes here.
     stored = parallel.ordered_map(functools.partial(readers.read_stored, spec=spec, is_ms=is_ms),
                                   [record.path for record in records],
-                                  workers=parallel.workers_for(len(records)))
-    for record, payload in zip(records, stored):
+                                  workers=workers if len(records) > 1 else 1)
+    for record, payload in zip(records, stored, strict=True):
       yield record.id, {
           "ms_image": payload if is_ms else no_ms,
           "rgb_jpeg": b"" if is_ms else payload,
