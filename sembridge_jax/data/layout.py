@@ -216,6 +216,11 @@ class _MsFileSummary(NamedTuple):
   pixels: int
 
 
+def _band_values(pixels: np.ndarray, spec: DatasetSpec) -> np.ndarray:
+  """(pixels, bands) float64: what the band statistics and their shift are taken of."""
+  return pixels.reshape(-1, spec.ms_channels).astype(np.float64)
+
+
 def _ms_file_summary(file: tuple[pathlib.Path, bool], spec: DatasetSpec,
                      shift: np.ndarray | None) -> _MsFileSummary | list[Problem]:
   """One MS file's `_MsFileSummary`, or its problems (runs in `parallel` workers)."""
@@ -226,7 +231,7 @@ def _ms_file_summary(file: tuple[pathlib.Path, bool], spec: DatasetSpec,
     return list(e.problems)
   if not is_train or shift is None or not pixels.size:  # (an empty image: a size problem)
     return _MsFileSummary(pixels.shape[:2], None, None, None, 0)
-  values = pixels.reshape(-1, spec.ms_channels).astype(np.float64)
+  values = _band_values(pixels, spec)
   centred = values - shift
   return _MsFileSummary(pixels.shape[:2], centred.sum(0), (centred ** 2).sum(0),
                         values.max(0), len(values))
@@ -242,7 +247,7 @@ def _rgb_file_size(path: pathlib.Path) -> tuple[int, int] | list[Problem]:
 def _first_mean(path: pathlib.Path, spec: DatasetSpec) -> np.ndarray | None:
   """Per-band mean of one MS file (float64), ``None`` if it cannot be read."""
   try:
-    return readers.read_ms(path, spec).reshape(-1, spec.ms_channels).astype(np.float64).mean(0)
+    return _band_values(readers.read_ms(path, spec), spec).mean(0)
   except errors.InvalidBenchmarkError:
     return None  # inspect reports it with the others
 

@@ -246,8 +246,8 @@ def generate_synthetic_benchmark(root: str | pathlib.Path, *, num_classes: int =
 
   ``workers`` processes render the classes in parallel (default: one per class, at most
   `parallel.workers_for`'s count) once the benchmark has ``PARALLEL_MIN_IMAGES`` images
-  or more; 1 renders in this process. Every class draws from random streams of its own, so the files are
-  the same whatever the number of workers.
+  or more; 1 renders in this process. Every class draws from random streams of its own,
+  so the files are the same whatever the number of workers.
   """
   params = SyntheticParameters(
       num_classes=num_classes, ms_bands=ms_bands, image_size=image_size,
